@@ -4,9 +4,11 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.kontext-teach-installed
 LAB_ARGS ?=
+# Jupyter refuses to run as root without this (containers, CI).
+AS_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 NB ?= notebooks/*.ipynb
 # Nothing may touch the network while the series is tested or built.
-OFFLINE := KONTEXT_TEACH_OFFLINE=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 MPLBACKEND=Agg
+OFFLINE := KONTEXT_TEACH_OFFLINE=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 NBVAL := --nbval --nbval-current-env --nbval-cell-timeout=300 --nbval-sanitize-with tests/sanitize.cfg
 
 .PHONY: setup lab test unit nbval book execute embedded clean
@@ -19,7 +21,7 @@ $(STAMP): pyproject.toml scripts/setup.sh
 
 ## make lab: open the series in JupyterLab
 lab: setup
-	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $(LAB_ARGS)
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $(AS_ROOT) $(LAB_ARGS)
 
 ## make test: unit tests, then strict nbval over every notebook
 test: setup

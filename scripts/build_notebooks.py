@@ -50,7 +50,7 @@ def build(source: pathlib.Path) -> nbformat.NotebookNode:
 
 
 def main(paths: list[str]) -> None:
-    sources = [pathlib.Path(p) for p in paths] or sorted(SRC.glob("[0-9A-Z]*.py"))
+    sources = [pathlib.Path(p).resolve() for p in paths] or sorted(SRC.glob("[0-9A-Z]*.py"))
     for source in sources:
         target = ROOT / "notebooks" / (source.stem + ".ipynb")
         nbformat.write(build(source), target, version=4)

@@ -1,0 +1,43 @@
+"""The build script reproduces the shipped miniature, and its tokenizers are the right ones."""
+
+import json
+
+import pytest
+from safetensors.torch import load_file
+
+from kontext_teach import build_embedded
+from kontext_teach.loading import EMBEDDED_MODEL_DIR
+
+
+def test_clip_tokenizer_is_the_real_clip_bpe(pipe):
+    tokenizer = pipe.tokenizer
+    assert len(tokenizer) == 49408 and tokenizer.model_max_length == 77
+    # OpenAI CLIP's ids for this prompt: <|startoftext|> a photo of a cat <|endoftext|>
+    assert tokenizer("a photo of a cat").input_ids == [49406, 320, 1125, 539, 320, 2368, 49407]
+
+
+def test_t5_tokenizer_has_t5s_id_layout(pipe):
+    tokenizer = pipe.tokenizer_2
+    assert (tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.unk_token_id) == (0, 1, 2)
+    ids = tokenizer("make the red circle blue").input_ids
+    assert ids[-1] == 1 and 2 not in ids
+    assert len(tokenizer) == pipe.text_encoder_2.config.vocab_size
+    assert tokenizer.convert_tokens_to_ids("<extra_id_0>") >= len(tokenizer) - 100
+
+
+@pytest.mark.parametrize("name, build", [("tokenizer", build_embedded.build_clip_tokenizer),
+                                          ("tokenizer_2", build_embedded.build_t5_tokenizer)])
+def test_build_reproduces_the_shipped_tokenizers(tmp_path, name, build):
+    build().save_pretrained(tmp_path)
+    shipped = json.loads((EMBEDDED_MODEL_DIR / name / "tokenizer.json").read_text())
+    assert json.loads((tmp_path / "tokenizer.json").read_text()) == shipped
+
+
+def test_build_reproduces_the_shipped_random_weights(tmp_path):
+    build_embedded.build_random_pipeline(seed=0).save_pretrained(tmp_path)
+    for component, filename in [("transformer", "diffusion_pytorch_model.safetensors"),
+                                ("vae", "diffusion_pytorch_model.safetensors"),
+                                ("text_encoder", "model.safetensors"), ("text_encoder_2", "model.safetensors")]:
+        built, shipped = load_file(tmp_path / component / filename), load_file(EMBEDDED_MODEL_DIR / component / filename)
+        assert built.keys() == shipped.keys()
+        assert all((built[k] == shipped[k]).all() for k in built), component
