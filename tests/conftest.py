@@ -5,12 +5,13 @@ import pathlib
 import pytest
 import torch
 
-from kontext_teach.harness import forbid_network
+from kontext_teach.harness import forbid_network, silence_libraries
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 # Every test runs offline: any non-loopback connection raises NetworkDisabledError.
 forbid_network()
+silence_libraries()  # no progress bars or library warnings in test logs
 
 NOT_COMPARED = ("text/html", "image/svg+xml", "application/vnd.jupyter.widget-view+json")
 
