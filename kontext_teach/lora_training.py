@@ -22,6 +22,7 @@ import shutil
 from dataclasses import dataclass, field
 
 import torch
+import torch.utils.checkpoint
 from accelerate import Accelerator
 from diffusers import FluxKontextPipeline
 from diffusers.training_utils import cast_training_params
@@ -50,6 +51,9 @@ LORA_TARGETS = {
                    SINGLE_BLOCK_ATTENTION + SINGLE_BLOCK_REST),
 }
 CHECKPOINT_PREFIX = "step-"
+# Settings that may differ between a run and its resumption (they do not change the result).
+RESUMABLE_CHANGES = ("steps", "checkpoint_every", "eval_every", "keep_checkpoints", "compile_blocks",
+                     "gradient_checkpointing", "checkpoint_fraction")
 
 
 @dataclass
@@ -71,6 +75,9 @@ class TrainConfig:
     guidance: float = 1.0  # guidance embedding value during training
     max_grad_norm: float = 1.0
     gradient_checkpointing: bool = False
+    checkpoint_fraction: float = 1.0  # with gradient_checkpointing: share of blocks recomputed (rest keep activations)
+    compile_blocks: bool = False  # torch.compile each repeated block (regional compilation; GPU)
+    fused_optimizer: str = "auto"  # auto (fused AdamW on GPU) | yes | no
     mixed_precision: str = "auto"  # auto (bf16 on GPU, none on CPU) | bf16 | fp16 | no
     checkpoint_every: int = 0  # steps between checkpoints; 0 = only at the end
     keep_checkpoints: int = 2
@@ -86,6 +93,10 @@ class TrainConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.mixed_precision not in ("auto", "bf16", "fp16", "no"):
             raise ValueError(f"mixed_precision={self.mixed_precision!r}: use auto, bf16, fp16 or no")
+        if self.fused_optimizer not in ("auto", "yes", "no"):
+            raise ValueError(f"fused_optimizer={self.fused_optimizer!r}: use auto, yes or no")
+        if not 0.0 <= self.checkpoint_fraction <= 1.0:
+            raise ValueError(f"checkpoint_fraction must lie in [0, 1], got {self.checkpoint_fraction}")
 
 
 @dataclass
@@ -178,6 +189,56 @@ def training_step_inputs(cache: list[CachedPair], config: TrainConfig, step: int
     return batch, sigmas[share], noise[share]
 
 
+def enable_checkpointing(transformer, fraction: float = 1.0) -> int:
+    """Gradient checkpointing on a share of the blocks, spread evenly; returns how many.
+
+    Recomputing a block in the backward pass saves its activations' memory and costs one more
+    forward of that block. Where memory allows, checkpointing fewer blocks is faster.
+    """
+    blocks = list(transformer.transformer_blocks) + list(transformer.single_transformer_blocks)
+    count = round(fraction * len(blocks))
+    chosen = {id(blocks[int(i * len(blocks) / count)]) for i in range(count)} if count else set()
+
+    def checkpoint_some(block, *args):
+        if id(block) in chosen:
+            return torch.utils.checkpoint.checkpoint(block.__call__, *args, use_reentrant=False)
+        return block(*args)
+
+    transformer.enable_gradient_checkpointing(gradient_checkpointing_func=checkpoint_some)
+    return count
+
+
+def make_optimizer(parameters, config: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW; fused (one kernel for all parameters) on a GPU unless switched off."""
+    fused = config.fused_optimizer == "yes" or (config.fused_optimizer == "auto" and device.type == "cuda")
+    return torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay,
+                             fused=fused or None)
+
+
+def optimizer_step(model, parameters, optimizer, batch: EditBatch, sigmas, noise, config: TrainConfig,
+                   accelerator: Accelerator) -> torch.Tensor:
+    """Forward, backward, clip, AdamW update: one training step. Returns the per-sample losses [B]."""
+    with accelerator.autocast():
+        per_sample = kontext_loss(model, batch, sigmas, noise, config.guidance,
+                                  loss_weighting(config.loss_weighting, sigmas))
+    accelerator.backward(per_sample.mean())
+    if config.max_grad_norm > 0:
+        accelerator.clip_grad_norm_(parameters, config.max_grad_norm)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return per_sample.detach()
+
+
+def prepare_transformer(transformer, config: TrainConfig) -> list[torch.nn.Parameter]:
+    """LoRA, checkpointing and compilation as the config asks; returns the trainable parameters."""
+    if config.gradient_checkpointing:
+        enable_checkpointing(transformer, config.checkpoint_fraction)
+    parameters = add_lora(transformer, config)
+    if config.compile_blocks:
+        transformer.compile_repeated_blocks(fullgraph=False, dynamic=False)
+    return parameters
+
+
 def mixed_precision(config: TrainConfig) -> str:
     if config.mixed_precision != "auto":
         return config.mixed_precision
@@ -207,7 +268,7 @@ def load_checkpoint(folder: pathlib.Path, transformer, optimizer, result: TrainR
     """Restore LoRA weights, optimizer and history; return the number of completed steps."""
     state = json.loads((folder / "trainer_state.json").read_text())
     changed = {k for k, v in dataclasses.asdict(config).items()
-               if k not in ("steps", "checkpoint_every", "eval_every", "keep_checkpoints") and state["config"][k] != v}
+               if k not in RESUMABLE_CHANGES and state["config"].get(k, v) != v}
     if changed:
         raise ValueError(f"cannot resume from {folder}: the run used different {', '.join(sorted(changed))}; "
                          "use the same settings or a new output folder")
@@ -234,10 +295,8 @@ def train_lora(pipe: FluxKontextPipeline, data: list[EditPair] | list[CachedPair
     cache = data if isinstance(data[0], CachedPair) else cache_pairs(pipe, data, config.max_sequence_length)
     accelerator = accelerator or Accelerator(mixed_precision=mixed_precision(config), cpu=not torch.cuda.is_available())
     transformer = pipe.transformer
-    if config.gradient_checkpointing:
-        transformer.enable_gradient_checkpointing()
-    parameters = add_lora(transformer, config)
-    optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
+    parameters = prepare_transformer(transformer, config)
+    optimizer = make_optimizer(parameters, config, accelerator.device)
     model, optimizer = accelerator.prepare(transformer, optimizer)
     result = TrainResult(output_dir)
     start = 0
@@ -254,18 +313,11 @@ def train_lora(pipe: FluxKontextPipeline, data: list[EditPair] | list[CachedPair
         dtype = next(model.parameters()).dtype
         batch, sigmas, noise = batch.to(accelerator.device, dtype), sigmas.to(accelerator.device), noise.to(
             accelerator.device, dtype)
-        with accelerator.autocast():
-            per_sample = kontext_loss(model, batch, sigmas, noise, config.guidance,
-                                      loss_weighting(config.loss_weighting, sigmas))
-            loss = per_sample.mean()
-        accelerator.backward(loss)
-        if config.max_grad_norm > 0:
-            accelerator.clip_grad_norm_(parameters, config.max_grad_norm)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        per_sample = optimizer_step(model, parameters, optimizer, batch, sigmas, noise, config, accelerator)
+        loss = per_sample.mean()
         result.history.append(dict(step=step + 1, loss=round(loss.item(), 6),
                                    sigmas=[round(s, 4) for s in sigmas.tolist()],
-                                   losses=[round(v, 6) for v in per_sample.detach().float().tolist()]))
+                                   losses=[round(v, 6) for v in per_sample.float().tolist()]))
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.4f}")
         done = step + 1

@@ -25,6 +25,7 @@ CHOICES = {
     "density": list(DENSITIES),
     "loss_weighting": list(LOSS_WEIGHTINGS),
     "mixed_precision": ["auto", "bf16", "fp16", "no"],
+    "fused_optimizer": ["auto", "yes", "no"],
 }
 HELP = {
     "steps": "optimizer steps in total",
@@ -42,6 +43,9 @@ HELP = {
     "guidance": "guidance-embedding value during training (1.0 in ai-toolkit and diffusers' examples)",
     "max_grad_norm": "clip the gradient norm to this value (0 = no clipping)",
     "gradient_checkpointing": "recompute activations in the backward pass: much less memory, ~30%% slower",
+    "checkpoint_fraction": "with --gradient-checkpointing, the share of blocks recomputed (lower = faster, more memory)",
+    "compile_blocks": "torch.compile each repeated transformer block (regional compilation; worth it on a GPU)",
+    "fused_optimizer": "fused AdamW: auto (on GPU), yes or no",
     "mixed_precision": "auto (bf16 on GPU, fp32 on CPU), bf16, fp16 or no",
     "checkpoint_every": "save a resumable checkpoint every N steps (0 = only at the end)",
     "keep_checkpoints": "how many checkpoints to keep",
