@@ -1,6 +1,7 @@
 """What every notebook uses: a first-cell ``setup()`` and the ``compare()`` check."""
 
 import importlib.metadata
+import io
 import logging
 import math
 import os
@@ -16,6 +17,20 @@ from .loading import default_device
 
 OFFLINE_ENV = "KONTEXT_TEACH_OFFLINE"
 VERSIONED_PACKAGES = ("torch", "diffusers", "transformers")
+
+
+def figure_png(fig, dpi: int = 80) -> bytes:
+    """Render a matplotlib figure to PNG bytes and close it.
+
+    For widgets: put the bytes in an ``ipywidgets.Image``, so that the picture lives inside the
+    widget and the cell writes no output of its own (strict nbval then compares nothing extra).
+    """
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    plt.close(fig)
+    return buffer.getvalue()
 
 
 class NetworkDisabledError(RuntimeError):
@@ -88,16 +103,20 @@ def diff_bucket(diff: float) -> str:
     return f"<1e{math.floor(math.log10(diff)) + 1:+03d}"
 
 
-def compare(name: str, ours: torch.Tensor, theirs: torch.Tensor, *, atol: float = 1e-5, rtol: float = 1e-5) -> float:
+def compare(name: str, ours: torch.Tensor, theirs: torch.Tensor, *, atol: float = 1e-5, rtol: float = 1e-5) -> None:
     """Check a from-scratch result against the library's: print one line, raise on mismatch.
 
     Prints name, shape, whether the tensors are bit-identical, whether they are close within
-    (atol, rtol), and the largest absolute difference. Returns that difference.
+    (atol, rtol), and the largest absolute difference as a power of ten (stable across CPUs).
+    Returns nothing, so that a call on a cell's last line adds no machine-dependent output.
     """
     ours, theirs = torch.as_tensor(ours), torch.as_tensor(theirs)
     if ours.shape != theirs.shape:
         raise AssertionError(f"{name}: shape {tuple(ours.shape)} != library's {tuple(theirs.shape)}")
     ours64, theirs64 = ours.detach().cpu().double(), theirs.detach().cpu().double()
+    if not (torch.isfinite(ours64).all() and torch.isfinite(theirs64).all()):
+        raise AssertionError(f"{name}: non-finite values (ours: {int((~torch.isfinite(ours64)).sum())}, "
+                             f"library's: {int((~torch.isfinite(theirs64)).sum())})")
     exact = torch.equal(ours64, theirs64)
     close = torch.allclose(ours64, theirs64, atol=atol, rtol=rtol)
     max_diff = (ours64 - theirs64).abs().max().item() if ours.numel() else 0.0
@@ -105,4 +124,3 @@ def compare(name: str, ours: torch.Tensor, theirs: torch.Tensor, *, atol: float 
           f"allclose {str(close):<5} max|diff| {diff_bucket(max_diff)}")
     if not close:
         raise AssertionError(f"{name}: differs from the library (max |diff| {max_diff:.3e} > atol {atol})")
-    return max_diff

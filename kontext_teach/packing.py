@@ -9,6 +9,7 @@ The second half counts what packing produces: tokens per image size, the sequenc
 Kontext edit (text + target + context), and what the transformer spends on it.
 """
 
+import math
 from dataclasses import dataclass
 
 import matplotlib.pyplot as plt
@@ -17,11 +18,13 @@ import torch.nn.functional as F
 from diffusers.pipelines.flux.pipeline_flux_kontext import PREFERRED_KONTEXT_RESOLUTIONS
 
 from .full_size import T5_MAX_TOKENS
-from .full_size import TRANSFORMER as FULL_SIZE_TRANSFORMER
+from .position_ids import token_grid
+from .transformer import FLOP_CATEGORIES, TransformerConfig, flops_by_category, step_flops, total_flops
 
 PATCH = 2  # latent pixels per token side
 VAE_SCALE_FACTOR = 8  # image pixels per latent pixel side
 REFERENCE_SIZE = (1024, 1024)  # (height, width) costs are compared with
+ATTENTION = FLOP_CATEGORIES[0]  # "attention (QKᵀ, AV)" in kontext_teach.transformer
 
 # ---------------------------------------------------------------------------------------
 # Packing and unpacking
@@ -33,14 +36,16 @@ def check_packable(height: int, width: int) -> None:
     odd = [f"{name} {size}" for name, size in (("height", height), ("width", width)) if size % PATCH]
     if not odd:
         return
-    padded = f"{height + height % 2}x{width + width % 2}"
-    cropped = f"{height - height % 2}x{width - width % 2}"
-    crop = f" or crop it to {cropped}" if height > 1 and width > 1 else ""
+    padded = (height + height % 2, width + width % 2)
+    cropped = (height - height % 2, width - width % 2)
+    can_crop = min(cropped) > 0
+    crop = f" or crop it to {cropped[0]}x{cropped[1]}" if can_crop else ""
+    example = cropped if can_crop else padded
     raise ValueError(
         f"a {height}x{width} latent cannot be cut into 2x2 patches: its {' and '.join(odd)} "
-        f"{'is' if len(odd) == 1 else 'are'} odd. Pad it to {padded}{crop}, or make the image sides "
+        f"{'is' if len(odd) == 1 else 'are'} odd. Pad it to {padded[0]}x{padded[1]}{crop}, or make the image sides "
         f"multiples of {VAE_SCALE_FACTOR * PATCH} ({VAE_SCALE_FACTOR} for the VAE x {PATCH} for packing), "
-        f"e.g. {VAE_SCALE_FACTOR * (height - height % 2)}x{VAE_SCALE_FACTOR * (width - width % 2)} px.")
+        f"e.g. {VAE_SCALE_FACTOR * example[0]}x{VAE_SCALE_FACTOR * example[1]} px.")
 
 
 def check_latents(latents: torch.Tensor) -> None:
@@ -98,6 +103,19 @@ def pack_with_pixel_unshuffle(latents: torch.Tensor) -> torch.Tensor:
     return grid.flatten(2).transpose(1, 2)  # [B, (h/2)(w/2), 4C]
 
 
+def patch_embed_as_conv(latents: torch.Tensor, x_embedder: torch.nn.Linear) -> torch.Tensor:
+    """x_embedder(pack_latents(latents)) computed as one 2x2, stride-2 convolution.
+
+    The Linear's weight [D, 4C] read as kernels [D, C, 2, 2]: the (c, ph, pw) feature order is
+    a conv kernel's (in channel, kernel row, kernel col) order. Packing + Linear = patchify.
+    """
+    check_latents(latents)
+    hidden, features = x_embedder.weight.shape
+    kernels = x_embedder.weight.reshape(hidden, features // 4, PATCH, PATCH)  # [D, C, 2, 2]
+    embedded = F.conv2d(latents, kernels, x_embedder.bias, stride=PATCH)  # [B, D, h/2, w/2]
+    return embedded.flatten(2).transpose(1, 2)  # [B, L, D]
+
+
 def token_feature_sources(channels: int, latent_height: int, latent_width: int) -> torch.Tensor:
     """[L, 4C, 3]: the latent (channel, row, col) behind every feature of every token.
 
@@ -115,15 +133,9 @@ def token_feature_sources(channels: int, latent_height: int, latent_width: int) 
 
 
 def latent_size(height: int, width: int, vae_scale_factor: int = VAE_SCALE_FACTOR) -> tuple[int, int]:
-    """Latent (h, w) of an image, floored to whole 2x2 patches as prepare_latents does."""
-    multiple = vae_scale_factor * PATCH  # 16 image pixels per token side
-    return PATCH * (height // multiple), PATCH * (width // multiple)
-
-
-def num_image_tokens(height: int, width: int, vae_scale_factor: int = VAE_SCALE_FACTOR) -> int:
-    """Tokens of an image: (height // 16) * (width // 16)."""
-    latent_height, latent_width = latent_size(height, width, vae_scale_factor)
-    return (latent_height // PATCH) * (latent_width // PATCH)
+    """Latent (h, w) of a height x width px image, floored to whole 2x2 patches as prepare_latents does."""
+    rows, cols = token_grid(height, width, vae_scale_factor)  # one token per 16 x 16 px
+    return PATCH * rows, PATCH * cols
 
 
 @dataclass(frozen=True)
@@ -148,29 +160,18 @@ def edit_sequence(height: int, width: int, context_size: tuple[int, int] | None 
                   text_tokens: int = T5_MAX_TOKENS) -> SequenceLength:
     """Sequence of an edit whose output is height x width px and whose condition image is
     context_size = (height, width) px; context_size None is text-to-image."""
-    context = num_image_tokens(*context_size) if context_size is not None else 0
-    return SequenceLength(text=text_tokens, target=num_image_tokens(height, width), context=context)
+    context = math.prod(token_grid(*context_size)) if context_size is not None else 0
+    return SequenceLength(text=text_tokens, target=math.prod(token_grid(height, width)), context=context)
 
 
-def transformer_flops(num_tokens: int, config: dict = FULL_SIZE_TRANSFORMER) -> dict[str, int]:
-    """FLOPs (a multiply-add counts 2) of the transformer blocks on a sequence of num_tokens.
+def attention_share(sequence: SequenceLength, config: TransformerConfig = TransformerConfig()) -> float:
+    """Fraction of one transformer call's FLOPs spent in attention scores and sums (QK^T, AV).
 
-    linear:    every token meets 12 D^2 weights per block (q, k, v, out: 4 D^2; MLP D -> 4D -> D:
-               8 D^2), so 24 D^2 L FLOPs per block: linear in L.
-    attention: scores Q K^T and the weighted sum A V, each L^2 D multiply-adds per block:
-               4 L^2 D FLOPs, quadratic in L.
-    Embedders, AdaLN (one vector per sample) and the output layer are left out: they are small.
+    Per block and token the linear layers cost 24 D^2 FLOPs and attention 4 L D, so the share
+    is about L / (L + 6 D): attention overtakes the linear layers at L = 6 D tokens.
     """
-    hidden = config["num_attention_heads"] * config["attention_head_dim"]  # D
-    blocks = config["num_layers"] + config["num_single_layers"]
-    return dict(linear=24 * hidden ** 2 * num_tokens * blocks,
-                attention=4 * num_tokens ** 2 * hidden * blocks)
-
-
-def attention_share(num_tokens: int, config: dict = FULL_SIZE_TRANSFORMER) -> float:
-    """Fraction of the blocks' FLOPs spent in attention: L / (L + 6 D)."""
-    flops = transformer_flops(num_tokens, config)
-    return flops["attention"] / (flops["attention"] + flops["linear"])
+    breakdown = step_flops(config, sequence.text, sequence.target + sequence.context)
+    return flops_by_category(breakdown)[ATTENTION] / total_flops(breakdown)
 
 
 def preferred_resolution_table(text_tokens: int = T5_MAX_TOKENS) -> list[dict]:
@@ -208,14 +209,14 @@ def describe_resolution(width: int, height: int, kontext: bool = True, text_toke
                               text_tokens=text_tokens)
     kind = "Kontext edit" if kontext else "text-to-image"
     parts = f"{sequence.text} text + {sequence.target} target" + (f" + {sequence.context} context" if kontext else "")
-    share = attention_share(sequence.total)
+    share = attention_share(sequence)
     return "\n".join([
         f"{width} x {height} px -> latent 16 x {latent_height} x {latent_width} "
         f"-> {latent_height // 2} x {latent_width // 2} = {sequence.target} tokens of 64 features",
         f"{kind} sequence: {parts} = {sequence.total} tokens",
         f"attention pairs per head and layer: {sequence.attention_pairs / 1e6:.1f} M "
         f"= {sequence.attention_pairs / reference.attention_pairs:.3f} x a 1024 x 1024 {kind}",
-        f"share of the full-size blocks' FLOPs spent in attention: {100 * share:.0f} %",
+        f"share of the full-size transformer's FLOPs spent in attention: {100 * share:.0f} %",
     ])
 
 
@@ -240,7 +241,7 @@ def draw_packing(channels: int = 16, latent_height: int = 4, latent_width: int =
     fig = plt.figure(figsize=(12, 6.2))
     ax_latent = fig.add_axes([0.02, 0.30, 0.50, 0.62])
     ax_sequence = fig.add_axes([0.02, 0.05, 0.50, 0.12])
-    ax_token = fig.add_axes([0.60, 0.05, 0.36, 0.87])
+    ax_token = fig.add_axes([0.60, 0.12, 0.36, 0.80])
 
     # The latent (one channel: every channel is cut the same way)
     token_of_pixel = {}
@@ -297,9 +298,36 @@ def draw_packing(channels: int = 16, latent_height: int = 4, latent_width: int =
     return fig
 
 
+def draw_feature_maps(latent: torch.Tensor, channel_names: list[str] | None = None):
+    """Pack one latent [C, h, w] and show every feature across all tokens, on the token grid:
+    row c, column (ph, pw). Each is channel c sampled at one of the four pixels of each patch."""
+    channels, height, width = latent.shape
+    tokens = pack_latents(latent[None])[0]  # [L, 4C]
+    names = channel_names or [f"c={c}" for c in range(channels)]
+    fig, axes = plt.subplots(channels, 5, figsize=(11, 2.1 * channels),
+                             gridspec_kw=dict(width_ratios=(2, 1, 1, 1, 1)))
+    axes = axes.reshape(channels, 5)
+    for c in range(channels):
+        axes[c, 0].imshow(latent[c], cmap="gray", vmin=latent.min(), vmax=latent.max())
+        axes[c, 0].set_title(f"{names[c]}: {height} x {width}", fontsize=9)
+        for offset in range(4):
+            feature = 4 * c + offset
+            grid = tokens[:, feature].reshape(height // 2, width // 2)  # [h/2, w/2]
+            axes[c, 1 + offset].imshow(grid, cmap="gray", vmin=latent.min(), vmax=latent.max())
+            axes[c, 1 + offset].set_title(f"feature {feature}\n(ph,pw)={divmod(offset, 2)}", fontsize=9,
+                                          color=OFFSET_COLOURS[offset])
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(f"left: the input channels; right: the {4 * channels} token features, each shown over "
+                 f"the {height // 2} x {width // 2} token grid", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 def draw_sequence_costs(rows: list[dict]):
     """Left: the edit sequence of every preferred resolution, stacked text / target / context.
-    Right: attention pairs relative to a 1024x1024 edit."""
+    Right: attention pairs of that edit and of text-to-image at the same size."""
     labels = [f"{r['width']}x{r['height']}" for r in rows]
     fig, (ax_tokens, ax_cost) = plt.subplots(1, 2, figsize=(12, 5.5), sharey=True,
                                              gridspec_kw=dict(width_ratios=(3, 2)))
@@ -311,12 +339,43 @@ def draw_sequence_costs(rows: list[dict]):
     ax_tokens.invert_yaxis()
     ax_tokens.set_xlabel("tokens in the joint sequence")
     ax_tokens.set_title("Kontext edit, output = condition size")
-    ax_tokens.legend(loc="lower right", fontsize=9)
-    ax_cost.barh(labels, [r["relative_cost"] for r in rows], color="#5e3c99")
-    ax_cost.axvline(1, color="#333333", lw=1, ls="--")
-    ax_cost.set_xlim(0.9, 1.05)
-    ax_cost.set_xlabel("attention pairs / those of a 1024x1024 edit")
-    ax_cost.set_title("relative attention cost")
+    ax_tokens.legend(loc="lower right", fontsize=9, framealpha=1)
+    edit = [r["sequence"].attention_pairs / 1e6 for r in rows]
+    text_to_image = [e / r["cost_vs_text_to_image"] for e, r in zip(edit, rows)]
+    ax_cost.plot(edit, labels, "o", color="#5e3c99", label="Kontext edit")
+    ax_cost.plot(text_to_image, labels, "s", color="#fdb863", label="text-to-image, same size")
+    ax_cost.set_xlim(0, 1.1 * max(edit))
+    ax_cost.grid(axis="x", alpha=0.3)
+    ax_cost.set_xlabel("attention pairs per head and layer (millions)")
+    ax_cost.set_title("attention pairs, with and without context")
+    ax_cost.legend(loc="center left", fontsize=9, framealpha=1)
     fig.suptitle("The 17 preferred Kontext resolutions (width x height px)", fontsize=12)
+    fig.tight_layout()
+    return fig
+
+
+def draw_flops(sides: list[int], config: TransformerConfig = TransformerConfig()):
+    """FLOPs of one transformer call for square outputs, linear layers vs attention, and the
+    share of attention, for Kontext edits (context = output size) and text-to-image."""
+    fig, (ax_flops, ax_share) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for kontext, style in ((True, "-"), (False, ":")):
+        sequences = [edit_sequence(s, s, context_size=(s, s) if kontext else None) for s in sides]
+        flops = [flops_by_category(step_flops(config, q.text, q.target + q.context)) for q in sequences]
+        linear = [(f["q/k/v/out projections"] + f["MLP"]) / 1e12 for f in flops]
+        name = "Kontext edit" if kontext else "text-to-image"
+        ax_flops.plot(sides, linear, style, color="#2b83ba", label=f"linear layers, {name}")
+        ax_flops.plot(sides, [f[ATTENTION] / 1e12 for f in flops], style, color="#d7191c", label=f"attention, {name}")
+        ax_share.plot(sides, [100 * attention_share(q, config) for q in sequences], style, color="#5e3c99", label=name)
+    for ax in (ax_flops, ax_share):
+        ax.axvline(1024, color="#999999", lw=1, ls="--")
+        ax.set_xlabel("output side (px), square")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=9)
+    ax_flops.set_ylabel("TFLOPs per transformer call")
+    ax_flops.set_title("linear layers grow like L, attention like L²")
+    ax_share.set_ylabel("attention share of the FLOPs (%)")
+    ax_share.axhline(50, color="#999999", lw=1)
+    ax_share.set_ylim(0, 100)
+    ax_share.set_title(f"attention overtakes the linear layers at L = 6 D = {6 * config.dim} tokens")
     fig.tight_layout()
     return fig

@@ -5,6 +5,8 @@ with the first coordinate set to 1; the T5 text tokens get (0, 0, 0). Inside the
 transformer the ids are concatenated as [text; target; context], the order of the tokens.
 """
 
+import operator
+
 import torch
 
 TARGET_INDEX = 0
@@ -14,7 +16,11 @@ ID_AXES = ("virtual time", "row", "column")
 
 def _check_positive(**sizes: int) -> None:
     for name, value in sizes.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        try:
+            whole = operator.index(value)  # int, numpy and torch integers; not 2.5
+        except TypeError:
+            whole = None
+        if isinstance(value, bool) or whole is None or whole < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}; a token grid has at least one row "
                              "and one column (image sides of at least 16 px)")
 

@@ -11,6 +11,8 @@ are zeros: RoPE positions, not token ids.
 ``truncation_report`` / ``check_prompt`` say what an encoder would silently drop.
 """
 
+import contextlib
+import logging
 import warnings
 from dataclasses import dataclass
 from typing import Mapping
@@ -35,10 +37,11 @@ def as_prompt_list(prompt, name: str = "prompt") -> list[str]:
 
 
 def check_max_sequence_length(max_sequence_length: int) -> None:
-    """FLUX's T5 sequence: 1 to 512 tokens (the pipeline rejects more, as BFL's code never used more)."""
+    """FLUX's T5 sequence: 1 to 512 tokens (FluxKontextPipeline rejects more; BFL's dev models use 512)."""
     if not isinstance(max_sequence_length, int) or not 1 <= max_sequence_length <= T5_MAX_SEQUENCE_LENGTH:
         raise ValueError(f"max_sequence_length must be an integer from 1 to {T5_MAX_SEQUENCE_LENGTH} "
-                         f"(FLUX was trained with {T5_MAX_SEQUENCE_LENGTH} T5 tokens), got {max_sequence_length!r}. "
+                         f"(FluxKontextPipeline rejects more; FLUX's dev models use {T5_MAX_SEQUENCE_LENGTH}), "
+                         f"got {max_sequence_length!r}. "
                          f"Use {T5_MAX_SEQUENCE_LENGTH}, the default, or shorten prompt_2.")
 
 
@@ -75,6 +78,7 @@ def pooled_positions(clip_ids: torch.Tensor, eos_token_id: int) -> torch.Tensor:
     return (clip_ids == eos_token_id).int().argmax(dim=-1)  # argmax returns the first maximum
 
 
+@torch.no_grad()  # the text encoders are frozen in FLUX
 def clip_pooled(text_encoder, clip_ids: torch.Tensor, eos_token_id: int) -> torch.Tensor:
     """[B, 77] -> [B, D]: the final hidden state (after final_layer_norm) at the first end-of-text token."""
     device = next(text_encoder.parameters()).device
@@ -84,19 +88,25 @@ def clip_pooled(text_encoder, clip_ids: torch.Tensor, eos_token_id: int) -> torc
     return states[rows, pooled_positions(clip_ids, eos_token_id)]  # [B, D]
 
 
+@torch.no_grad()  # the text encoders are frozen in FLUX
 def t5_states(text_encoder_2, t5_ids: torch.Tensor) -> torch.Tensor:
     """[B, L] -> [B, L, D]: every T5 state, padding included, with no attention mask."""
     device = next(text_encoder_2.parameters()).device
     return text_encoder_2(t5_ids.to(device)).last_hidden_state  # attention_mask=None: pads are attended to
 
 
+def check_num_images_per_prompt(num_images_per_prompt: int) -> None:
+    if not isinstance(num_images_per_prompt, int) or num_images_per_prompt < 1:
+        raise ValueError(f"num_images_per_prompt must be a positive integer (1, 2, ...), got {num_images_per_prompt!r}")
+
+
 def repeat_per_image(embeddings: torch.Tensor, num_images_per_prompt: int) -> torch.Tensor:
     """[B, ...] -> [B * n, ...], copies of one prompt adjacent: p0, p0, p1, p1 (as the pipeline orders them)."""
-    if not isinstance(num_images_per_prompt, int) or num_images_per_prompt < 1:
-        raise ValueError(f"num_images_per_prompt must be a positive integer, got {num_images_per_prompt!r}")
+    check_num_images_per_prompt(num_images_per_prompt)
     return embeddings.repeat_interleave(num_images_per_prompt, dim=0)
 
 
+@torch.no_grad()  # the text encoders are frozen in FLUX
 def encode_prompt(components: Mapping, prompt, prompt_2=None, *, num_images_per_prompt: int = 1,
                   max_sequence_length: int = T5_MAX_SEQUENCE_LENGTH):
     """FluxKontextPipeline.encode_prompt, rebuilt: (T5 states [B*n, L, D_t5], pooled [B*n, D_clip], text_ids [L, 3]).
@@ -105,11 +115,34 @@ def encode_prompt(components: Mapping, prompt, prompt_2=None, *, num_images_per_
     """
     prompts = as_prompt_list(prompt)
     prompts_2 = prompts_for_t5(prompts, prompt_2)
+    check_max_sequence_length(max_sequence_length)
+    check_num_images_per_prompt(num_images_per_prompt)
     tokenizer, tokenizer_2 = components["tokenizer"], components["tokenizer_2"]
     pooled = clip_pooled(components["text_encoder"], clip_token_ids(tokenizer, prompts), tokenizer.eos_token_id)
     states = t5_states(components["text_encoder_2"], t5_token_ids(tokenizer_2, prompts_2, max_sequence_length))
     ids = text_ids(states.shape[1]).to(device=states.device, dtype=states.dtype)  # [L, 3] zeros
     return repeat_per_image(states, num_images_per_prompt), repeat_per_image(pooled, num_images_per_prompt), ids
+
+
+def padding_drift(text_encoder_2, tokenizer_2, prompt: str, lengths, reference_length: int = T5_MAX_SEQUENCE_LENGTH
+                  ) -> list[float]:
+    """How far the prompt's own T5 states move when only the amount of padding changes.
+
+    For each max_sequence_length L: max over the prompt's tokens of |s_L - s_ref| / |s_ref|, where
+    s_ref are the states at reference_length. Zero would mean the padding has no influence.
+    """
+    num_tokens = len(tokenizer_2(prompt).input_ids)  # prompt tokens + </s>
+    for length in (*lengths, reference_length):
+        check_max_sequence_length(length)
+        if length < num_tokens:
+            raise ValueError(f"max_sequence_length {length} is shorter than the prompt's {num_tokens} T5 tokens, "
+                             "so the prompt itself would change; use lengths of at least " f"{num_tokens}.")
+    reference = t5_states(text_encoder_2, t5_token_ids(tokenizer_2, [prompt], reference_length))[0, :num_tokens]
+    drifts = []
+    for length in lengths:
+        states = t5_states(text_encoder_2, t5_token_ids(tokenizer_2, [prompt], length))[0, :num_tokens]  # [n, D]
+        drifts.append(((states - reference).norm(dim=-1) / reference.norm(dim=-1)).max().item())
+    return drifts
 
 
 # --- truncation -----------------------------------------------------------------------
@@ -128,6 +161,7 @@ class TruncationReport:
     kept_text: str  # the part of the prompt the encoder reads
     dropped_text: str  # the rest, as written in the prompt ('' when nothing is dropped)
     dropped_ids: tuple  # the token ids that are dropped
+    cut_inside_word: bool = False  # the first dropped token continues a word that is partly kept
 
     @property
     def truncated(self) -> bool:
@@ -137,8 +171,9 @@ class TruncationReport:
         if not self.truncated:
             return (f"{self.encoder}: {self.prompt_tokens} of {self.budget} prompt tokens used, "
                     "nothing is dropped.")
+        inside = " (the cut falls inside a word)" if self.cut_inside_word else ""
         return (f"{self.encoder} reads only the first {self.budget} of the prompt's {self.prompt_tokens} tokens "
-                f"and silently drops {self.prompt_tokens - self.budget}: {self.dropped_text!r}")
+                f"and silently drops {self.prompt_tokens - self.budget}{inside}: {self.dropped_text!r}")
 
     def advice(self) -> str:
         if self.encoder == "CLIP":
@@ -166,9 +201,11 @@ def truncation_report(prompt: str, tokenizer, max_length: int | None = None) -> 
     ids, offsets = encoding.input_ids, encoding.offset_mapping
     budget = max_length - special
     cut = offsets[budget][0] if len(ids) > budget else len(prompt)  # where the first dropped token starts
+    inside_word = 0 < cut < len(prompt) and prompt[cut - 1].isalnum() and prompt[cut].isalnum()
     return TruncationReport(encoder=encoder_name(tokenizer), max_length=max_length, prompt_tokens=len(ids),
                             budget=budget, kept_text=prompt[:cut].rstrip(), dropped_text=prompt[cut:].strip(),
-                            dropped_ids=tuple(ids[budget:]))
+                            dropped_ids=tuple(ids[budget:]),
+                            cut_inside_word=inside_word)
 
 
 def check_prompt(prompt: str, tokenizer, *, max_length: int | None = None, strict: bool = False) -> str:
@@ -181,10 +218,30 @@ def check_prompt(prompt: str, tokenizer, *, max_length: int | None = None, stric
     return report.dropped_text
 
 
+@contextlib.contextmanager
+def diffusers_warnings():
+    """Collect what diffusers logs at WARNING level inside the block (into a list, not onto stderr)."""
+    logger = logging.getLogger("diffusers")
+    messages: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            messages.append(record.getMessage())
+
+    saved_handlers, saved_level = logger.handlers[:], logger.level
+    logger.handlers = [Collect()]
+    logger.setLevel(logging.WARNING)
+    try:
+        yield messages
+    finally:
+        logger.handlers = saved_handlers
+        logger.setLevel(saved_level)
+
+
 # --- looking at tokens ----------------------------------------------------------------
 
 def readable_tokens(tokenizer, ids) -> list[str]:
-    """Token strings with the tokenizers' word markers made visible: CLIP 'blue</w>' -> 'blue_', T5 '▁blue' -> '_blue'."""
+    """Token strings with visible word markers: CLIP 'blue</w>' -> 'blue_', T5 '▁blue' -> '_blue'."""
     return [t.replace("</w>", "_").replace("\u2581", "_") for t in tokenizer.convert_ids_to_tokens(list(ids))]
 
 
@@ -224,12 +281,37 @@ def token_boxes(tokenizer, prompt: str, length: int) -> list[tuple[str, str]]:
     return boxes
 
 
+def draw_who_sees_whom(num_prompt_tokens: int, length: int):
+    """Which token's state may use which token: CLIP's causal mask next to T5 without a mask."""
+    positions = torch.arange(length)
+    clip_sees = (positions[None, :] <= positions[:, None]).float()  # [L, L], row i sees columns <= i
+    t5_sees = torch.ones(length, length)  # no attention mask: every token sees every token, padding included
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.6))
+    for ax, sees, title in ((axes[0], clip_sees, "CLIP: causal attention"),
+                            (axes[1], t5_sees, "T5 in FLUX: no attention mask")):
+        ax.imshow(sees, cmap="Blues", vmin=0, vmax=1.6)
+        ax.axvline(num_prompt_tokens - 0.5, color="#e76f51", lw=1.5)
+        ax.axhline(num_prompt_tokens - 0.5, color="#e76f51", lw=1.5)
+        ax.set_xlabel("key: the token being looked at")
+        ax.set_ylabel("query: the token whose state is computed")
+        ax.set_title(title, fontsize=10)
+        ax.text(num_prompt_tokens + (length - num_prompt_tokens) / 2, length - 1.5, "padding columns", ha="center",
+                fontsize=8, color="#c0392b", bbox=dict(fc="white", ec="none", alpha=0.85))
+    eot = num_prompt_tokens - 1
+    axes[0].add_patch(plt.Rectangle((-0.5, eot - 0.5), length, 1, fill=False, ec="#f4a261", lw=2.5))
+    axes[0].text(length - 0.6, eot, "pooled row", ha="right", va="center", fontsize=8, color="#a0522d")
+    fig.suptitle("Dark cell = the row's token attends to the column's token (padding right of / below the red line)",
+                 fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 def draw_tokens(prompt: str, tokenizer, tokenizer_2, max_sequence_length: int = T5_MAX_SEQUENCE_LENGTH,
                 row_width: float = 14.0):
     """One prompt through both tokenizers: a box per token (string, id), the padding as one box."""
     from matplotlib.patches import Patch
 
-    char_width, gap = 0.085, 0.12
+    char_width, gap = 0.095, 0.12
     placed, row, name_rows = [], 0, []  # (x, row, width, label, kind)
     for tok, length in ((tokenizer, tokenizer.model_max_length), (tokenizer_2, max_sequence_length)):
         name_rows.append((row, f"{encoder_name(tok)}\n{length} tokens"))

@@ -40,7 +40,7 @@ def rope_frequencies(dim: int, theta: float = THETA) -> torch.Tensor:
 
 def rope_angles(positions: torch.Tensor, dim: int, theta: float = THETA) -> torch.Tensor:
     """[S] positions on one axis -> [S, dim/2] angles p * omega_j (float64)."""
-    return torch.outer(positions.double(), rope_frequencies(dim, theta))
+    return torch.outer(positions.double(), rope_frequencies(dim, theta).to(positions.device))
 
 
 def rope_cos_sin(positions: torch.Tensor, dim: int, theta: float = THETA) -> tuple[torch.Tensor, torch.Tensor]:
@@ -107,7 +107,7 @@ def rope_similarity(delta_ids: torch.Tensor, axes_dims, theta: float = THETA) ->
     check_axes(axes_dims, num_axes=delta_ids.shape[-1])
     total = 0.0
     for axis, dim in enumerate(axes_dims):
-        angles = delta_ids[..., axis, None].double() * rope_frequencies(dim, theta)  # [..., dim/2]
+        angles = delta_ids[..., axis, None].double() * rope_frequencies(dim, theta).to(delta_ids.device)  # [..., dim/2]
         total = total + angles.cos().sum(-1)
     return (total / (sum(axes_dims) // 2)).float()
 
@@ -212,7 +212,8 @@ class AttentionRecorder:
         if not 0 <= block_index < len(blocks):
             raise ValueError(f"block_index={block_index}: the transformer has {len(blocks)} double-stream blocks "
                              f"(0 to {len(blocks) - 1})")
-        self.attn, self.pos_embed, self.heads = blocks[block_index].attn, transformer.pos_embed, blocks[block_index].attn.heads
+        self.attn, self.pos_embed = blocks[block_index].attn, transformer.pos_embed
+        self.heads = self.attn.heads
         self._outputs: dict[str, torch.Tensor] = {}
 
     def _keep(self, name, pre=False):

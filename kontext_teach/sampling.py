@@ -20,6 +20,7 @@ from .position_ids import CONTEXT_INDEX, kontext_image_ids, text_ids
 from .preprocessing import plan_sizes, preprocess_condition_image
 from .prompt_encoding import encode_prompt
 from .schedule import euler_step, shifted_sigmas, timesteps_from_sigmas
+from .transformer import KontextTransformer
 from .vae_latents import decode_image_latents, encode_image_latents
 
 
@@ -41,13 +42,18 @@ def initial_noise(batch_size: int, channels: int, latent_height: int, latent_wid
 def predict_velocity(transformer, latents: torch.Tensor, context: torch.Tensor, sigma: torch.Tensor,
                      guidance: torch.Tensor | None, pooled: torch.Tensor, prompt_embeds: torch.Tensor,
                      ids: torch.Tensor) -> torch.Tensor:
-    """One transformer call on [target; context] tokens, sliced to the target: [B, Lt, 64]."""
+    """One transformer call on [target; context] tokens, sliced to the target: [B, Lt, 64].
+
+    `transformer` is diffusers' FluxTransformer2DModel or the from-scratch KontextTransformer.
+    """
     batch = latents.shape[0]
-    out = transformer(hidden_states=torch.cat([latents, context], dim=1),  # [B, Lt + Lc, 64]
-                      timestep=sigma.expand(batch).to(latents.dtype),  # t / 1000
-                      guidance=guidance, pooled_projections=pooled, encoder_hidden_states=prompt_embeds,
-                      txt_ids=text_ids(prompt_embeds.shape[1]).to(latents.device, latents.dtype),
-                      img_ids=ids.to(latents.device, latents.dtype), return_dict=False)[0]
+    inputs = dict(hidden_states=torch.cat([latents, context], dim=1),  # [B, Lt + Lc, 64]
+                  timestep=sigma.expand(batch).to(latents.dtype),  # t / 1000
+                  guidance=guidance, pooled_projections=pooled, encoder_hidden_states=prompt_embeds,
+                  txt_ids=text_ids(prompt_embeds.shape[1]).to(latents.device, latents.dtype),
+                  img_ids=ids.to(latents.device, latents.dtype))
+    out = transformer(**inputs) if isinstance(transformer, KontextTransformer) else transformer(
+        **inputs, return_dict=False)[0]
     return out[:, : latents.shape[1]]
 
 
@@ -81,7 +87,8 @@ def kontext_edit(components: dict, image, prompt, *, height: int, width: int, ma
 
     sigmas = shifted_sigmas(num_inference_steps, latents.shape[1])  # [N + 1], ending in 0
     timesteps = timesteps_from_sigmas(sigmas)  # [N], 1000 ... > 0
-    guidance = torch.full((batch,), guidance_scale, dtype=torch.float32) if transformer.config.guidance_embeds else None
+    guidance_embeds = getattr(transformer.config, "guidance_embeds", True)
+    guidance = torch.full((batch,), guidance_scale, dtype=torch.float32) if guidance_embeds else None
     negative = None
     if true_cfg_scale > 1 and negative_prompt is not None:
         negative = encode_prompt(components, [negative_prompt] * batch if isinstance(negative_prompt, str)

@@ -3,7 +3,8 @@ FLUX's exponential time shift, the timesteps, and the Euler step that walks alon
 
 Rebuilds step 5 of ``FluxKontextPipeline.__call__`` ("Prepare timesteps": ``calculate_shift``
 and ``FlowMatchEulerDiscreteScheduler.set_timesteps``) and ``FlowMatchEulerDiscreteScheduler.step``.
-``schedule_for_size`` / ``show_schedule`` go from an image size to the whole schedule.
+``schedule_for_size`` / ``show_schedule`` go from an image size to the whole schedule;
+``trace_sampling`` records what a real pipeline run did at each step, to check all of it.
 """
 
 import math
@@ -176,10 +177,9 @@ def format_schedule_table(schedule: Schedule, max_rows: int = 8) -> str:
     return "\n".join([header] + rows)
 
 
-def draw_schedule(schedule: Schedule, axes=None):
-    """Left: sigma per step, shifted and unshifted. Right: step sizes |dt|."""
-    if axes is None:
-        _, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+def draw_schedule(schedule: Schedule):
+    """One figure: sigma per step (shifted and unshifted), step sizes |dt|, and the table as text."""
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), gridspec_kw=dict(width_ratios=[1, 1, 0.62]))
     n = len(schedule.timesteps)
     steps = np.arange(n + 1)
     unshifted = np.append(base_sigmas(n), 0.0)
@@ -188,15 +188,19 @@ def draw_schedule(schedule: Schedule, axes=None):
     axes[0].set(xlabel="step", ylabel="sigma", title=f"{schedule.height}x{schedule.width}: sigmas")
     axes[0].legend(fontsize=8)
     axes[1].bar(np.arange(n), -schedule.steps.numpy(), color="#7b3294")
+    axes[1].axhline(1 / n, color="grey", ls="--", lw=1, label=f"unshifted 1/{n}")
     axes[1].set(xlabel="step", ylabel="|dt| = sigma - sigma_next", title="step sizes")
-    return axes
+    axes[1].legend(fontsize=8)
+    header, *rows = format_schedule_table(schedule).splitlines()
+    axes[2].axis("off")
+    axes[2].set_title(header.replace(", shift", "\nshift"), fontsize=9)
+    axes[2].text(0, 1, "\n".join(rows), family="monospace", fontsize=8.5, va="top", transform=axes[2].transAxes)
+    fig.tight_layout()
+    return fig
 
 
 def show_schedule(height: int = 1024, width: int = 1024, num_steps: int = 28) -> None:
-    """The widget's body: print the table and draw the schedule of one size (returns None,
-    so that ipywidgets.interact shows nothing else)."""
-    schedule = schedule_for_size(height, width, num_steps)
-    print(format_schedule_table(schedule))
-    draw_schedule(schedule)
-    plt.tight_layout()
+    """The widget's body: draw the schedule of one size, table included. Prints nothing and
+    returns None, so that ipywidgets.interact adds no other output."""
+    draw_schedule(schedule_for_size(height, width, num_steps))
     plt.show()

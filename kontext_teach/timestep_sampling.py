@@ -17,7 +17,7 @@ DENSITIES = ("uniform", "logit_normal", "mode")
 # diffusers calls the uniform density "none" (and falls back to it for any unknown name).
 DIFFUSERS_DENSITY_NAMES = {"uniform": "none", "logit_normal": "logit_normal", "mode": "mode"}
 LOSS_WEIGHTINGS = ("none", "sigma_sqrt", "cosmap")
-MODE_SCALE_MAX = 2 / (math.pi - 2)  # above it the mode map is no longer monotonic (SD3 paper, eq. 20)
+MODE_SCALE_MAX = 2 / (math.pi - 2)  # above it the mode map is no longer monotonic (SD3 paper, section 3.1)
 MODE_SCALE_MIN = -1.0  # below it the mode map leaves [0, 1]
 
 
@@ -61,7 +61,7 @@ def sample_u(density: str, batch_size: int, *, logit_mean: float = 0.0, logit_st
     return uniform
 
 
-def _inverse_mode_map(x: torch.Tensor, mode_scale: float, iterations: int = 60) -> torch.Tensor:
+def _inverse_mode_map(x: torch.Tensor, mode_scale: float, iterations: int = 52) -> torch.Tensor:
     """u with mode_map(u) = x, by bisection (mode_map decreases from 1 to 0 on [0, 1])."""
     low, high = torch.zeros_like(x), torch.ones_like(x)
     for _ in range(iterations):
@@ -73,19 +73,35 @@ def _inverse_mode_map(x: torch.Tensor, mode_scale: float, iterations: int = 60) 
 
 def density_pdf(density: str, x: torch.Tensor, *, logit_mean: float = 0.0, logit_std: float = 1.0,
                 mode_scale: float = 1.29) -> torch.Tensor:
-    """The probability density of u at x in (0, 1), in float64."""
+    """The probability density of u at x in [0, 1], in float64."""
     _check_density(density)
     x = torch.as_tensor(x, dtype=torch.float64)
     if density == "uniform":
         return torch.ones_like(x)
     if density == "logit_normal":
         _check_logit_std(logit_std)
+        inside = (x > 0) & (x < 1)
+        x = torch.where(inside, x, 0.5)  # the density tends to 0 at both ends
         z = (torch.logit(x) - logit_mean) / logit_std
-        return torch.exp(-z ** 2 / 2) / (logit_std * math.sqrt(2 * math.pi) * x * (1 - x))
+        return torch.where(inside, torch.exp(-z ** 2 / 2) / (logit_std * math.sqrt(2 * math.pi) * x * (1 - x)), 0.0)
     _check_mode_scale(mode_scale)
     u = _inverse_mode_map(x, mode_scale)
     slope = -1 - mode_scale + mode_scale * math.pi / 2 * torch.sin(math.pi * u)  # f'(u) <= 0
     return 1 / slope.abs()
+
+
+def density_cdf(density: str, x: torch.Tensor, *, logit_mean: float = 0.0, logit_std: float = 1.0,
+                mode_scale: float = 1.29) -> torch.Tensor:
+    """P(u <= x) for x in [0, 1], in float64."""
+    _check_density(density)
+    x = torch.as_tensor(x, dtype=torch.float64)
+    if density == "uniform":
+        return x.clamp(0, 1)
+    if density == "logit_normal":
+        _check_logit_std(logit_std)
+        return torch.special.ndtr((torch.logit(x) - logit_mean) / logit_std)  # logit(0) = -inf -> 0
+    _check_mode_scale(mode_scale)
+    return 1 - _inverse_mode_map(x, mode_scale)  # mode_map decreases: P(f(U) <= x) = P(U >= f^-1(x))
 
 
 def density_quantile(density: str, q: torch.Tensor, *, logit_mean: float = 0.0, logit_std: float = 1.0,
@@ -99,7 +115,7 @@ def density_quantile(density: str, q: torch.Tensor, *, logit_mean: float = 0.0, 
         _check_logit_std(logit_std)
         return torch.sigmoid(logit_mean + logit_std * torch.special.ndtri(q))
     _check_mode_scale(mode_scale)
-    return mode_map(1 - q, mode_scale)  # mode_map decreases: P(f(U) <= f(1 - q)) = P(U >= 1 - q) = q
+    return mode_map(1 - q, mode_scale)  # the inverse of density_cdf
 
 
 def sigmas_from_u(u: torch.Tensor, num_train_timesteps: int = 1000) -> torch.Tensor:

@@ -160,7 +160,8 @@ def draw_shapes_image(width: int, height: int, seed: int = 0) -> Image.Image:
     horizon = int(height * (0.62 + jitter()))
     for y in range(height):  # vertical gradient: sky above the horizon, grass below
         t = y / max(horizon, 1) if y < horizon else (y - horizon) / max(height - horizon, 1)
-        colour = (int(120 + 80 * t), int(170 + 60 * t), 235) if y < horizon else (int(70 - 30 * t), int(150 - 50 * t), 60)
+        sky, grass = (int(120 + 80 * t), int(170 + 60 * t), 235), (int(70 - 30 * t), int(150 - 50 * t), 60)
+        colour = sky if y < horizon else grass
         draw.line([(0, y), (width, y)], fill=colour)
 
     def box(cx, cy, rx, ry):  # relative centre and radii -> pixel box
@@ -214,20 +215,21 @@ def symmetric_limit(tensor: torch.Tensor) -> float:
     return max(tensor.detach().abs().max().item(), 1e-6)
 
 
-def plot_channels(latents: torch.Tensor, title: str, columns: int = 8, limit: float | None = None):
+def plot_channels(latents: torch.Tensor, title: str, columns: int = 4, limit: float | None = None):
     """Every channel of one latent [C, h, w] as a small image, one shared colour scale centred on 0."""
     channels = latents.shape[0]
     rows = -(-channels // columns)
     limit = limit or symmetric_limit(latents)
     aspect = latents.shape[1] / latents.shape[2]
-    fig, axes = plt.subplots(rows, columns, figsize=(1.6 * columns, 1.6 * rows * aspect + 0.6), squeeze=False)
+    fig, axes = plt.subplots(rows, columns, figsize=(2.4 * columns + 1, (2.4 * aspect + 0.35) * rows + 0.5),
+                             squeeze=False, layout="constrained")
     for index, ax in enumerate(axes.flat):
         ax.axis("off")
         if index < channels:
             shown = ax.imshow(latents[index].detach().cpu(), cmap="RdBu_r", vmin=-limit, vmax=limit,
                               interpolation="nearest")
             ax.set_title(f"channel {index}", fontsize=8)
-    fig.colorbar(shown, ax=axes, shrink=0.8, label="latent value")
+    fig.colorbar(shown, ax=axes, shrink=0.6, label="latent value")
     fig.suptitle(title)
     return fig
 
@@ -245,3 +247,5 @@ def plot_channel_view(posterior: Posterior, channel: int, view: str = "mode", se
     ax.set_title(f"channel {channel}: {label}")
     ax.axis("off")
     return fig
+
+

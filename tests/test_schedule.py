@@ -3,6 +3,7 @@
 import math
 
 import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
@@ -11,7 +12,7 @@ from diffusers.pipelines.flux.pipeline_flux_kontext import PREFERRED_KONTEXT_RES
 from PIL import Image
 
 from kontext_teach import full_size
-from kontext_teach.schedule import (base_sigmas, euler_step, format_schedule_table, schedule_for_size,
+from kontext_teach.schedule import (base_sigmas, draw_schedule, euler_step, format_schedule_table, schedule_for_size,
                                     shift_mu, shifted_sigmas, show_schedule, target_tokens, time_shift,
                                     timesteps_from_sigmas, trace_sampling)
 
@@ -175,10 +176,17 @@ def test_schedule_for_size_and_table():
     assert len(short.splitlines()) == 2 + 3 and "24 target tokens" in short
 
 
-def test_show_schedule_prints_the_table(capsys):
+def test_draw_schedule_shows_the_table_and_show_schedule_prints_nothing(capsys):
+    schedule = schedule_for_size(512, 768, 8)
+    fig = draw_schedule(schedule)
+    texts = "\n".join(t.get_text() for ax in fig.axes for t in ax.texts + [ax.title])
+    for row in format_schedule_table(schedule).splitlines()[1:]:
+        assert row in texts
+    assert "1536 target tokens" in texts
+    plt.close(fig)
     assert show_schedule(512, 768, 8) is None
-    printed = capsys.readouterr().out
-    assert printed.strip() == format_schedule_table(schedule_for_size(512, 768, 8))
+    assert capsys.readouterr().out == ""
+    plt.close("all")
 
 
 @pytest.mark.parametrize("call, message", [

@@ -10,6 +10,7 @@ from diffusers import AutoencoderKL
 from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 
 from kontext_teach import full_size, miniature
+from kontext_teach.harness import figure_png
 from kontext_teach.packing import pack_latents, unpack_latents
 from kontext_teach.vae_latents import (
     LOGVAR_RANGE,
@@ -74,7 +75,8 @@ def test_full_size_vae_is_8x_down_16_channels_83_8_m_parameters():
 @pytest.mark.parametrize("height, width, batch_size", CASES)
 def test_latent_shape_matches_the_encoder(pipe, height, width, batch_size):
     images = image_batch(pipe, height, width, batch_size)
-    assert tuple(pipe.vae.encode(images).latent_dist.mean.shape) == latent_shape(pipe.vae.config, batch_size, height, width)
+    expected = latent_shape(pipe.vae.config, batch_size, height, width)
+    assert tuple(pipe.vae.encode(images).latent_dist.mean.shape) == expected
 
 
 # ---- the posterior -----------------------------------------------------------------------------------
@@ -112,8 +114,9 @@ def test_mode_is_deterministic_and_sample_is_not(pipe):
     images = image_batch(pipe, 64, 96, 1)
     first, second = encode_posterior(pipe.vae, images), encode_posterior(pipe.vae, images)
     assert torch.equal(first.mode(), second.mode())
-    assert not torch.equal(first.sample(torch.Generator().manual_seed(0)), first.sample(torch.Generator().manual_seed(1)))
-    assert torch.equal(first.sample(torch.Generator().manual_seed(3)), first.sample(torch.Generator().manual_seed(3)))
+    seeded = [first.sample(torch.Generator().manual_seed(seed)) for seed in (0, 1, 3, 3)]
+    assert not torch.equal(seeded[0], seeded[1])
+    assert torch.equal(seeded[2], seeded[3])
 
 
 def test_samples_scatter_around_the_mode_by_the_posterior_std():
@@ -166,7 +169,8 @@ def test_encode_matches_prepare_latents_with_one_generator_per_image(pipe, heigh
     images = image_batch(pipe, height, width, batch_size)
     generators = [torch.Generator().manual_seed(i) for i in range(batch_size)]
     _, theirs, _, _ = pipe.prepare_latents(images, batch_size, 16, height, width, torch.float32, "cpu", generators)
-    torch.testing.assert_close(pack_latents(encode_image_latents(pipe.vae, images)), theirs, atol=1e-5, rtol=1e-5)
+    # the pipeline encodes image by image here: batch-size float differences only
+    torch.testing.assert_close(pack_latents(encode_image_latents(pipe.vae, images)), theirs, atol=1e-4, rtol=1e-4)
 
 
 def test_one_condition_image_repeated_for_several_prompts(pipe):
@@ -236,9 +240,11 @@ def test_channel_view_picks_one_map(pipe):
 def test_plots_draw_every_channel(pipe):
     posterior = encode_posterior(pipe.vae, image_batch(pipe, 64, 96, 1))
     fig = plot_channels(posterior.mean[0], "mode")
-    assert sum(1 for ax in fig.axes if ax.get_images()) == 16 + 0  # one image per channel (+ colour bar axis)
+    assert sum(len(ax.get_images()) for ax in fig.axes) == 16  # one image per channel; the colour bar has none
     fig = plot_channel_view(posterior, 3, "sample", seed=1)
     assert "channel 3" in fig.axes[0].get_title()
+    png = figure_png(fig)
+    assert png.startswith(b"\x89PNG") and fig.number not in matplotlib.pyplot.get_fignums()  # closed
     matplotlib.pyplot.close("all")
 
 

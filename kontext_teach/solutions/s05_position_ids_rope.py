@@ -13,7 +13,8 @@ def apply_rope_complex(x: torch.Tensor, ids: torch.Tensor, axes_dims, theta: flo
     x: [B, S, H, D] queries or keys; ids: [S, n_axes]. Returns x rotated, like apply_rope.
     """
     check_axes(axes_dims, num_axes=ids.shape[1], head_dim=x.shape[-1])
-    angles = torch.cat([rope_angles(ids[:, axis], dim, theta) for axis, dim in enumerate(axes_dims)], dim=-1)  # [S, D/2]
+    angles = torch.cat([rope_angles(ids[:, axis], dim, theta) for axis, dim in enumerate(axes_dims)],
+                       dim=-1)  # [S, D/2]
     rotation = torch.polar(torch.ones_like(angles), angles).to(torch.complex64)  # e^(i angle): [S, D/2]
     pairs = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))  # [B, S, H, D/2]
     rotated = pairs * rotation[:, None, :]  # the same rotation for every head

@@ -1,0 +1,520 @@
+"""Train the miniature Kontext on the toy editing world: first the VAE, then the transformer.
+
+    python -m kontext_teach.mini_training --out runs/mini            # defaults: about 25 min on 2 CPU cores
+    python -m kontext_teach.mini_training --help                     # every option with its default
+
+Defaults: VAE widths 16,32,64,64 (1.0 M parameters), 6 minutes, batch 16, lr 1e-3;
+transformer 12 heads x 16 = hidden 192, 2 double + 3 single blocks, RoPE axes (4, 6, 6)
+(4.7 M parameters), 14 minutes, batch 32, lr 5e-4, EMA 0.999, 4000 training pairs at 64 px;
+evaluation on 40 held-out pairs per family with 28 sampling steps. Besides the two time budgets,
+encoding the pairs takes about a minute and the evaluation two to three (on 2 CPU cores).
+
+1. VAE (diffusers ``AutoencoderKL``, 16 latent channels, 8x down): reconstruction MSE plus a
+   small KL term, on fresh toy-world pictures every step. Afterwards its latent shift and scale
+   are measured on data and written into its config, as FLUX's VAE carries 0.1159 / 0.3611:
+   ``z = (mode - shift_factor) * scaling_factor`` then has mean 0 and std 1.
+2. Transformer (diffusers ``FluxTransformer2DModel``) with the Kontext objective, as in
+   diffusers' ``train_dreambooth_lora_flux_kontext.py``: sigma from a logit-normal density,
+   ``x_sigma = (1 - sigma) x0 + sigma noise`` for the target, the clean source tokens
+   concatenated after the noisy target tokens (ids[..., 0] = 1 for the source), the prediction
+   sliced to the target tokens, regressed on ``noise - x0``; an EMA of the weights is what gets
+   saved. The text encoders (the embedded CLIP and T5) stay frozen; their outputs are computed
+   once per instruction.
+3. Save a ``FluxKontextPipeline`` folder (``save_pretrained``; weights in fp16 by default, the
+   frozen parts rounded to that precision before training so that training sees what ships),
+   reload it, and evaluate it on held-out pairs through the real pipeline: a table per edit
+   family with the copy baseline and the VAE ceiling.
+
+The miniature is not guidance-distilled: training draws the guidance value uniformly from
+``--guidance-range`` so that any value in that range (the pipeline's 3.5, Kontext's 2.5) works.
+The T5 prompt length is ``--text-length`` (24; every toy instruction fits in 16): sample with
+``max_sequence_length=24``, the pipeline's 512 would change what T5 and the transformer see.
+
+Runs on CPU or a GPU (chosen automatically); reproducible from ``--seed`` when the step limits
+end the phases (time budgets end them by the clock, and the learning rate follows the clock).
+"""
+
+import argparse
+import copy
+import dataclasses
+import json
+import math
+import pathlib
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL, FluxKontextPipeline, FluxTransformer2DModel
+from tqdm.auto import tqdm
+
+from . import miniature, toy_world
+from .edit_metric import TEXT_LENGTH, evaluate, format_table
+from .harness import silence_libraries
+from .loading import EMBEDDED_MODEL_DIR, load_pipeline
+from .packing import pack_latents
+from .position_ids import kontext_image_ids, text_ids, token_grid
+from .timestep_sampling import noisy_latents, sample_u, sigmas_from_u
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+# --- configs ----------------------------------------------------------------------------
+
+def vae_config(channels=miniature.VAE["block_out_channels"], layers_per_block: int = 1) -> dict:
+    """miniature.VAE with other widths: always 4 levels (8x down) and 16 latent channels, as FLUX."""
+    channels = tuple(int(c) for c in channels)
+    groups = miniature.VAE["norm_num_groups"]
+    if len(channels) != 4 or any(c < groups or c % groups for c in channels):
+        raise ValueError(f"the VAE needs 4 widths (4 levels = 8x down, as FLUX), each a multiple of "
+                         f"{groups} (its GroupNorm groups); got {channels}")
+    if layers_per_block < 1:
+        raise ValueError(f"layers_per_block must be >= 1, got {layers_per_block}")
+    return {**miniature.VAE, "block_out_channels": channels, "layers_per_block": layers_per_block}
+
+
+def transformer_config(*, heads: int, head_dim: int, double_blocks: int, single_blocks: int,
+                       rope_axes, text_dim: int, pooled_dim: int) -> dict:
+    """miniature.TRANSFORMER with other widths and depths; text_dim / pooled_dim must match T5 / CLIP."""
+    rope_axes = tuple(int(a) for a in rope_axes)
+    if len(rope_axes) != 3 or sum(rope_axes) != head_dim or any(a <= 0 or a % 2 for a in rope_axes):
+        raise ValueError(f"rope axes {rope_axes} must be 3 positive even numbers (virtual time, row, column) "
+                         f"that sum to the head dim {head_dim}, e.g. (4, 6, 6) for 16 or (8, 12, 12) for 32")
+    if min(heads, double_blocks, single_blocks) < 1:
+        raise ValueError("heads, double_blocks and single_blocks must all be >= 1 (FLUX has both kinds of block)")
+    return {**miniature.TRANSFORMER, "num_attention_heads": heads, "attention_head_dim": head_dim,
+            "num_layers": double_blocks, "num_single_layers": single_blocks, "axes_dims_rope": rope_axes,
+            "joint_attention_dim": text_dim, "pooled_projection_dim": pooled_dim}
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asked for, but torch sees no CUDA GPU; use --device cpu (or auto)")
+    return torch.device(name)
+
+
+def count_parameters(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def round_weights(module: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """Round every weight to `dtype` and back, in place: the module then computes what its saved copy will."""
+    with torch.no_grad():
+        for tensor in list(module.parameters()) + list(module.buffers()):
+            if tensor.is_floating_point():
+                tensor.copy_(tensor.to(dtype).to(tensor.dtype))
+    return module
+
+
+# --- schedule, progress, EMA -------------------------------------------------------------
+
+def progress(step: int, max_steps: int | None, elapsed: float, seconds: float | None) -> float:
+    """How far a phase is, in [0, 1]: the larger of steps done / step limit and time used / time budget."""
+    fractions = [step / max_steps if max_steps else 0.0, elapsed / seconds if seconds else 0.0]
+    return min(1.0, max(fractions))
+
+
+def learning_rate(base: float, step: int, done: float, warmup: int) -> float:
+    """Linear warm-up over `warmup` steps, then a cosine from base down to base / 10 as `done` goes 0 -> 1."""
+    ramp = min(1.0, (step + 1) / warmup) if warmup else 1.0
+    return base * ramp * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * done)))
+
+
+def check_limits(steps: int | None, seconds: float | None) -> None:
+    if not steps and not seconds:
+        raise ValueError("give a step limit, a time budget or both (e.g. --steps 2000 or --minutes 14); "
+                         "otherwise training never ends")
+
+
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    """ema <- decay * ema + (1 - decay) * model, parameter by parameter."""
+    for averaged, current in zip(ema.parameters(), model.parameters()):
+        averaged.lerp_(current.detach(), 1 - decay)
+
+
+def ema_decay_at(step: int, decay: float) -> float:
+    """Short memory at the start (the first weights are random), `decay` later: min(decay, (1 + t) / (10 + t))."""
+    return min(decay, (1 + step) / (10 + step))
+
+
+class PhaseClock:
+    """Steps, elapsed time and a progress bar for one training phase."""
+
+    def __init__(self, name: str, max_steps: int | None, seconds: float | None, show: bool):
+        check_limits(max_steps, seconds)
+        self.max_steps, self.seconds, self.step, self.start = max_steps, seconds, 0, time.perf_counter()
+        by_time = seconds is not None
+        self.bar = tqdm(total=round(seconds) if by_time else max_steps, unit="s" if by_time else "step",
+                        desc=name, disable=not show, file=sys.stdout, dynamic_ncols=True)
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    @property
+    def done(self) -> float:
+        return progress(self.step, self.max_steps, self.elapsed, self.seconds)
+
+    def running(self) -> bool:
+        return self.done < 1.0
+
+    def tick(self, **postfix) -> None:
+        self.step += 1
+        self.bar.set_postfix(step=self.step, **postfix, refresh=False)
+        self.bar.update((min(round(self.elapsed), self.seconds) if self.seconds else self.step) - self.bar.n)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+# --- images and latents ------------------------------------------------------------------
+
+def to_model_images(pixels: np.ndarray, device=None) -> torch.Tensor:
+    """uint8 [B, H, W, 3] -> float [B, 3, H, W] in [-1, 1], the arithmetic of diffusers' VaeImageProcessor."""
+    images = torch.from_numpy(pixels.astype(np.float32) / 255.0).permute(0, 3, 1, 2)  # [B, 3, H, W] in [0, 1]
+    return (2.0 * images - 1.0).to(device)
+
+
+@torch.no_grad()
+def encode_latents(vae: AutoencoderKL, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+    """What Kontext feeds the transformer: (posterior mode - shift) * scale, [B, 16, H/8, W/8]."""
+    config = vae.config
+    parts = [vae.encode(images[i:i + batch_size]).latent_dist.mode() for i in range(0, len(images), batch_size)]
+    return (torch.cat(parts) - config.shift_factor) * config.scaling_factor
+
+
+@torch.no_grad()
+def latent_statistics(vae: AutoencoderKL, images: torch.Tensor) -> tuple[float, float]:
+    """(shift_factor, scaling_factor) that give the posterior modes mean 0 and std 1 over `images`."""
+    modes = torch.cat([vae.encode(images[i:i + 64]).latent_dist.mode() for i in range(0, len(images), 64)])
+    return modes.mean().item(), 1.0 / modes.std().item()
+
+
+def vae_psnr(vae: AutoencoderKL, images: torch.Tensor) -> float:
+    """PSNR (dB, pixels in [0, 1]) of the VAE's mode round trip, as Kontext encodes and decodes."""
+    with torch.no_grad():
+        decoded = vae.decode(vae.encode(images).latent_dist.mode()).sample.clamp(-1, 1)
+    mse = ((decoded - images) / 2).pow(2).mean().item()
+    return 10 * math.log10(1 / mse)
+
+
+# --- phase 1: the VAE --------------------------------------------------------------------
+
+def vae_loss(vae: AutoencoderKL, images: torch.Tensor, kl_weight: float, generator: torch.Generator):
+    """(loss, mse): reconstruction MSE of a sampled latent, plus kl_weight * KL per latent element."""
+    posterior = vae.encode(images).latent_dist
+    decoded = vae.decode(posterior.sample(generator)).sample  # [B, 3, H, W]
+    mse = F.mse_loss(decoded, images)
+    kl = posterior.kl().mean() / posterior.mean[0].numel()  # kl() sums over the latent elements
+    return mse + kl_weight * kl, mse
+
+
+def train_vae(vae: AutoencoderKL, *, device, seed: int = 0, size: int = toy_world.IMAGE_SIZE,
+              batch_size: int = 16, lr: float = 1e-3, kl_weight: float = 1e-5, warmup: int = 50,
+              steps: int | None = None, seconds: float | None = None, log=print, show: bool = True) -> list[dict]:
+    """Train `vae` in place on fresh toy-world pictures; returns the logged history."""
+    rng = np.random.default_rng([seed, 1])
+    generator = torch.Generator(device).manual_seed(seed)
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
+    vae.train()
+    clock, history, recent = PhaseClock("VAE", steps, seconds, show), [], []
+    log_every = max(1, (steps or 10**9) // 20) if not seconds else None
+    last_log = 0.0
+    while clock.running():
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(lr, clock.step, clock.done, warmup)
+        images = to_model_images(toy_world.random_images(rng, batch_size, size), device)
+        loss, mse = vae_loss(vae, images, kl_weight, generator)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        optimizer.step()
+        recent.append((loss.item(), mse.item()))
+        clock.tick(loss=f"{loss.item():.4f}")
+        if (log_every and clock.step % log_every == 0) or (seconds and clock.elapsed - last_log >= seconds / 20):
+            history.append(_log_entry(clock, recent, ("loss", "mse")))
+            log(f"vae step {clock.step:6d}  {clock.elapsed:7.1f}s  loss {history[-1]['loss']:.5f}  "
+                f"PSNR {10 * math.log10(4 / history[-1]['mse']):.2f} dB")
+            last_log, recent = clock.elapsed, []
+    clock.close()
+    vae.eval()
+    return history
+
+
+def _log_entry(clock: PhaseClock, recent: list, names: tuple) -> dict:
+    means = np.mean(recent, axis=0)
+    return {"step": clock.step, "seconds": round(clock.elapsed, 1), **{n: float(m) for n, m in zip(names, means)}}
+
+
+# --- phase 2: the transformer ------------------------------------------------------------
+
+@dataclasses.dataclass
+class EditData:
+    """Everything the transformer trains on, encoded once."""
+
+    sources: torch.Tensor  # [N, L, 64] packed source (context) latents
+    targets: torch.Tensor  # [N, L, 64] packed target latents
+    prompt_index: torch.Tensor  # [N] row of the instruction in the text tables
+    prompt_embeds: torch.Tensor  # [P, T, D_t5] T5 states of every distinct instruction
+    pooled_embeds: torch.Tensor  # [P, D_clip] pooled CLIP vectors
+    grid: tuple[int, int]  # (rows, cols) of packed tokens per image
+
+
+@torch.no_grad()
+def encode_instructions(pipe: FluxKontextPipeline, instructions: list[str], text_length: int, device):
+    """(T5 states [P, T, D_t5], pooled CLIP [P, D_clip]) with the pipeline's own encode_prompt."""
+    states, pooled, _ = pipe.encode_prompt(prompt=instructions, prompt_2=None, device=device,
+                                           max_sequence_length=text_length)
+    return states, pooled
+
+
+def prepare_data(pipe: FluxKontextPipeline, vae: AutoencoderKL, pairs: list, text_length: int, device,
+                 families=toy_world.BASE_FAMILIES) -> EditData:
+    """Encode the pairs' images with `vae` and every instruction of `families` with the frozen text encoders."""
+    instructions = [line for family in families for line in toy_world.all_instructions(family)]
+    row = {line: i for i, line in enumerate(instructions)}
+    missing = {p.instruction for p in pairs} - row.keys()
+    if missing:
+        raise ValueError(f"pairs use instructions outside the families {tuple(families)}: {sorted(missing)[:3]}")
+    states, pooled = encode_instructions(pipe, instructions, text_length, device)
+    size = pairs[0].source.size[0]
+    sources = to_model_images(np.stack([np.asarray(p.source) for p in pairs]), device)
+    targets = to_model_images(np.stack([np.asarray(p.target) for p in pairs]), device)
+    return EditData(sources=pack_latents(encode_latents(vae, sources)),  # [N, L, 64]
+                    targets=pack_latents(encode_latents(vae, targets)),
+                    prompt_index=torch.tensor([row[p.instruction] for p in pairs], device=device),
+                    prompt_embeds=states, pooled_embeds=pooled, grid=token_grid(size, size))
+
+
+def kontext_loss(transformer: FluxTransformer2DModel, x0: torch.Tensor, context: torch.Tensor,
+                 prompt_embeds: torch.Tensor, pooled: torch.Tensor, sigmas: torch.Tensor, noise: torch.Tensor,
+                 guidance: torch.Tensor, img_ids: torch.Tensor, txt_ids: torch.Tensor) -> torch.Tensor:
+    """The Kontext training loss of one batch: MSE between the target-token prediction and noise - x0."""
+    noisy = noisy_latents(x0, noise, sigmas)  # [B, Lt, 64]
+    hidden = torch.cat([noisy, context], dim=1)  # [B, Lt + Lc, 64]: target first, then context
+    prediction = transformer(hidden_states=hidden, timestep=sigmas, guidance=guidance, pooled_projections=pooled,
+                             encoder_hidden_states=prompt_embeds, txt_ids=txt_ids, img_ids=img_ids,
+                             return_dict=False)[0]  # [B, Lt + Lc, 64]
+    return F.mse_loss(prediction[:, :x0.shape[1]].float(), (noise - x0).float())  # sliced to the target tokens
+
+
+def train_transformer(transformer: FluxTransformer2DModel, data: EditData, *, device, seed: int = 0,
+                      batch_size: int = 32, lr: float = 5e-4, warmup: int = 100, ema_decay: float = 0.999,
+                      guidance_range=(1.0, 4.0), logit_mean: float = 0.0, logit_std: float = 1.0,
+                      steps: int | None = None, seconds: float | None = None, autocast_dtype=None,
+                      log=print, show: bool = True) -> tuple[FluxTransformer2DModel, list[dict]]:
+    """Train `transformer` in place; returns (its EMA copy, the logged history)."""
+    generator = torch.Generator(device).manual_seed(seed)
+    ema = copy.deepcopy(transformer).requires_grad_(False)
+    optimizer = torch.optim.AdamW(transformer.parameters(), lr=lr, weight_decay=0.0)
+    img_ids = kontext_image_ids(data.grid, data.grid).to(device)  # [Lt + Lc, 3], context first coordinate 1
+    txt_ids = text_ids(data.prompt_embeds.shape[1]).to(device)  # [T, 3] zeros
+    low, high = guidance_range
+    transformer.train()
+    clock, history, recent = PhaseClock("transformer", steps, seconds, show), [], []
+    log_every = max(1, (steps or 10**9) // 20) if not seconds else None
+    last_log = 0.0
+    while clock.running():
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(lr, clock.step, clock.done, warmup)
+        index = torch.randint(len(data.targets), (batch_size,), generator=generator, device=device)
+        x0, prompt = data.targets[index], data.prompt_index[index]
+        sigmas = sigmas_from_u(sample_u("logit_normal", batch_size, logit_mean=logit_mean, logit_std=logit_std,
+                                        generator=generator, device=device)).to(device)  # [B]
+        noise = torch.randn(x0.shape, generator=generator, device=device)
+        guidance = low + (high - low) * torch.rand(batch_size, generator=generator, device=device)
+        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            loss = kontext_loss(transformer, x0, data.sources[index], data.prompt_embeds[prompt],
+                                data.pooled_embeds[prompt], sigmas, noise, guidance, img_ids, txt_ids)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(transformer.parameters(), 1.0)
+        optimizer.step()
+        ema_update(ema, transformer, ema_decay_at(clock.step, ema_decay))
+        recent.append((loss.item(),))
+        clock.tick(loss=f"{loss.item():.4f}")
+        if (log_every and clock.step % log_every == 0) or (seconds and clock.elapsed - last_log >= seconds / 20):
+            history.append(_log_entry(clock, recent, ("loss",)))
+            log(f"transformer step {clock.step:6d}  {clock.elapsed:7.1f}s  loss {history[-1]['loss']:.4f}  "
+                f"lr {optimizer.param_groups[0]['lr']:.2e}")
+            last_log, recent = clock.elapsed, []
+    clock.close()
+    transformer.eval()
+    return ema.eval(), history
+
+
+# --- the whole recipe --------------------------------------------------------------------
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m kontext_teach.mini_training",
+                                     description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--out", type=pathlib.Path, required=True, help="pipeline folder to write")
+    parser.add_argument("--seed", type=int, default=0, help="seeds the weights, the batches and the noise")
+    parser.add_argument("--device", default="auto", help="auto (a CUDA GPU if there is one), cpu or cuda")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for torch (None: torch's choice; 1 is faster on a busy machine)")
+    parser.add_argument("--size", type=int, default=toy_world.IMAGE_SIZE, help="image side in pixels")
+    parser.add_argument("--save-dtype", choices=list(DTYPES), default="float16",
+                        help="precision of the saved weights (the shipped model must stay under 30 MB)")
+    parser.add_argument("--base", type=pathlib.Path, default=EMBEDDED_MODEL_DIR,
+                        help="pipeline folder whose frozen text encoders, tokenizers and scheduler are used")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    vae = parser.add_argument_group("VAE")
+    vae.add_argument("--vae", type=pathlib.Path, default=None,
+                     help="reuse this trained VAE folder (e.g. OUT/vae of an earlier run) instead of training one")
+    vae.add_argument("--vae-channels", default="16,32,64,64", help="widths of the 4 levels")
+    vae.add_argument("--vae-layers", type=int, default=1, help="ResNet layers per level")
+    vae.add_argument("--vae-minutes", type=float, default=6.0, help="time budget (0: none)")
+    vae.add_argument("--vae-steps", type=int, default=None, help="step limit")
+    vae.add_argument("--vae-batch", type=int, default=16, help="pictures per step")
+    vae.add_argument("--vae-lr", type=float, default=1e-3, help="peak AdamW learning rate")
+    vae.add_argument("--kl-weight", type=float, default=1e-5, help="weight of the KL per latent element")
+    net = parser.add_argument_group("transformer")
+    net.add_argument("--heads", type=int, default=12, help="attention heads; hidden = heads x head dim")
+    net.add_argument("--head-dim", type=int, default=16, help="attention head dim (FLUX: 128)")
+    net.add_argument("--double-blocks", type=int, default=2, help="double-stream blocks (FLUX: 19)")
+    net.add_argument("--single-blocks", type=int, default=3, help="single-stream blocks (FLUX: 38)")
+    net.add_argument("--rope-axes", default="4,6,6", help="RoPE dims (virtual time, row, column); sum = head dim")
+    net.add_argument("--minutes", type=float, default=14.0, help="time budget (0: none)")
+    net.add_argument("--steps", type=int, default=None, help="step limit")
+    net.add_argument("--batch", type=int, default=32, help="pairs per step")
+    net.add_argument("--lr", type=float, default=5e-4, help="peak AdamW learning rate (cosine to a tenth)")
+    net.add_argument("--warmup", type=int, default=100, help="linear warm-up steps")
+    net.add_argument("--ema-decay", type=float, default=0.999, help="EMA of the weights (what is saved)")
+    net.add_argument("--train-pairs", type=int, default=4000, help="training pairs, encoded once")
+    net.add_argument("--text-length", type=int, default=TEXT_LENGTH, help="T5 tokens (max_sequence_length)")
+    net.add_argument("--guidance-range", type=float, nargs=2, default=(1.0, 4.0),
+                     help="guidance values drawn uniformly during training")
+    net.add_argument("--logit-mean", type=float, default=0.0, help="sigma = sigmoid(N(mean, std^2))")
+    net.add_argument("--logit-std", type=float, default=1.0, help="see --logit-mean")
+    ev = parser.add_argument_group("evaluation")
+    ev.add_argument("--eval-pairs", type=int, default=40, help="held-out pairs per family (0: skip)")
+    ev.add_argument("--eval-steps", type=int, default=28, help="sampling steps")
+    ev.add_argument("--eval-guidance", type=float, default=2.5, help="guidance_scale for sampling")
+    args = parser.parse_args(argv)
+    toy_world.check_size(args.size)
+    return args
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in str(text).split(","))
+    except ValueError:
+        raise ValueError(f"expected comma-separated integers such as 16,32,64,64; got {text!r}") from None
+
+
+def _budget(minutes: float | None) -> float | None:
+    return minutes * 60 if minutes else None
+
+
+def build_vae(args, device, log) -> tuple[AutoencoderKL, dict]:
+    """Train (or load) the VAE, round it to the save precision, measure and store its shift and scale."""
+    if args.vae is not None:
+        vae = AutoencoderKL.from_pretrained(args.vae, dtype=torch.float32).to(device)
+        history = []
+        log(f"VAE loaded from {args.vae}")
+    else:
+        torch.manual_seed(args.seed)
+        vae = AutoencoderKL(**vae_config(_ints(args.vae_channels), args.vae_layers)).to(device)
+        log(f"VAE: {count_parameters(vae) / 1e6:.2f} M parameters")
+        history = train_vae(vae, device=device, seed=args.seed, size=args.size, batch_size=args.vae_batch,
+                            lr=args.vae_lr, kl_weight=args.kl_weight, steps=args.vae_steps,
+                            seconds=_budget(args.vae_minutes), log=log, show=not args.quiet)
+    round_weights(vae, DTYPES[args.save_dtype])
+    probe = to_model_images(toy_world.random_images(np.random.default_rng([args.seed, 2]), 256, args.size), device)
+    shift, scale = latent_statistics(vae, probe)
+    vae.register_to_config(shift_factor=round(shift, 4), scaling_factor=round(scale, 4))
+    psnr = vae_psnr(vae, probe)
+    log(f"VAE: shift_factor {vae.config.shift_factor}, scaling_factor {vae.config.scaling_factor}, "
+        f"round-trip PSNR {psnr:.2f} dB on 256 fresh pictures")
+    return vae, {"history": history, "shift_factor": vae.config.shift_factor,
+                 "scaling_factor": vae.config.scaling_factor, "psnr": round(psnr, 2)}
+
+
+def run(args) -> dict:
+    """The whole recipe; returns the training record (also written to OUT/training_record.json)."""
+    started = time.perf_counter()
+    device = pick_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+    autocast = torch.bfloat16 if device.type == "cuda" else None
+    args.out.mkdir(parents=True, exist_ok=True)
+    log_file = (args.out / "train_log.txt").open("w")
+
+    def log(message: str) -> None:
+        tqdm.write(message, file=sys.stdout)
+        log_file.write(message + "\n")
+        log_file.flush()
+
+    log(f"device {device}, torch threads {torch.get_num_threads()}, seed {args.seed}")
+    base = FluxKontextPipeline.from_pretrained(args.base, dtype=torch.float32, local_files_only=True)
+    base.set_progress_bar_config(disable=True)
+    for encoder in (base.text_encoder, base.text_encoder_2):
+        round_weights(encoder.to(device), DTYPES[args.save_dtype])
+
+    vae, vae_record = build_vae(args, device, log)
+
+    phase = time.perf_counter()
+    pairs = toy_world.make_pairs("train", args.train_pairs, toy_world.BASE_FAMILIES, args.size)
+    data = prepare_data(base, vae, pairs, args.text_length, device)
+    log(f"{len(pairs)} training pairs encoded in {time.perf_counter() - phase:.0f}s: "
+        f"{data.targets.shape[1]} target + {data.sources.shape[1]} context tokens, {data.prompt_embeds.shape[0]} "
+        f"instructions of {data.prompt_embeds.shape[1]} T5 tokens; latent std {data.targets.std().item():.3f}")
+
+    torch.manual_seed(args.seed)
+    config = transformer_config(heads=args.heads, head_dim=args.head_dim, double_blocks=args.double_blocks,
+                                single_blocks=args.single_blocks, rope_axes=_ints(args.rope_axes),
+                                text_dim=base.text_encoder_2.config.d_model,
+                                pooled_dim=base.text_encoder.config.hidden_size)
+    transformer = FluxTransformer2DModel(**config).to(device)
+    log(f"transformer: {count_parameters(transformer) / 1e6:.2f} M parameters, hidden "
+        f"{args.heads * args.head_dim}, {args.double_blocks} double + {args.single_blocks} single blocks")
+    ema, history = train_transformer(
+        transformer, data, device=device, seed=args.seed, batch_size=args.batch, lr=args.lr, warmup=args.warmup,
+        ema_decay=args.ema_decay, guidance_range=tuple(args.guidance_range), logit_mean=args.logit_mean,
+        logit_std=args.logit_std, steps=args.steps, seconds=_budget(args.minutes), autocast_dtype=autocast,
+        log=log, show=not args.quiet)
+
+    pipe = FluxKontextPipeline(**{**base.components, "vae": vae, "transformer": ema})
+    pipe.to(DTYPES[args.save_dtype]).save_pretrained(args.out, safe_serialization=True)
+    megabytes = sum(f.stat().st_size for f in args.out.rglob("*.safetensors")) / 1e6
+    folder_megabytes = sum(f.stat().st_size for f in args.out.rglob("*") if f.is_file()) / 1e6
+    log(f"saved {args.out}: {megabytes:.1f} MB of weights in {args.save_dtype}, {folder_megabytes:.1f} MB in all")
+
+    record = {"args": {k: (str(v) if isinstance(v, pathlib.Path) else v) for k, v in vars(args).items()},
+              "device": str(device), "vae": vae_record, "transformer_history": history,
+              "transformer_parameters": count_parameters(ema), "max_sequence_length": args.text_length,
+              "weights_mb": round(megabytes, 2), "folder_mb": round(folder_megabytes, 2)}
+    if args.eval_pairs:
+        phase = time.perf_counter()
+        saved = load_pipeline(args.out, device=str(device), dtype=torch.float32)
+        heldout = toy_world.make_pairs("heldout", args.eval_pairs * len(toy_world.FAMILIES), tuple(toy_world.FAMILIES),
+                                       args.size)
+        evaluation = evaluate(saved, heldout, steps=args.eval_steps, guidance_scale=args.eval_guidance,
+                              max_sequence_length=args.text_length, seed=args.seed)
+        table = format_table(evaluation)
+        log(f"held-out evaluation ({args.eval_steps} steps, guidance {args.eval_guidance}, "
+            f"{time.perf_counter() - phase:.0f}s; {', '.join(toy_world.RESERVED_FAMILIES)} never trained on):\n{table}")
+        record["evaluation"] = {which: [dataclasses.asdict(r) for r in getattr(evaluation, which)]
+                                for which in ("model", "copy", "ceiling")}
+    record["minutes"] = round((time.perf_counter() - started) / 60, 2)
+    (args.out / "training_record.json").write_text(json.dumps(record, indent=1))
+    log(f"done in {record['minutes']:.1f} min")
+    log_file.close()
+    return record
+
+
+def main(argv=None) -> dict:
+    silence_libraries()  # library warnings and their progress bars; the recipe prints its own
+    return run(parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,282 @@
+# %% [markdown]
+# # 08 · The sampling loop
+#
+# Everything so far prepared the inputs of one transformer call. Sampling calls the
+# transformer once per noise level and moves the noisy target tokens a little each time.
+# This notebook writes that loop by hand, from the functions of notebooks 01–07 only, and
+# checks that it gives exactly what `FluxKontextPipeline` gives.
+#
+# ## What you will learn
+# - the whole denoising loop of a Kontext edit in a dozen lines, and that it equals the pipeline
+# - the Euler step `x ← x + (σ_next − σ)·v` and what the model's velocity means at each step
+# - guidance as an *input* (one pass) versus true classifier-free guidance (two passes)
+# - how the number of steps trades time for edit quality, measured on the toy world
+# - what breaks when the context tokens get the same position index as the target
+#
+# ## Prerequisites
+# - notebooks 01–06 (sizes, prompt, latents, packing, ids, schedule) and 07 (the transformer)
+
+# %%
+import time
+
+import matplotlib.pyplot as plt
+import torch
+
+import kontext_teach as kt
+from kontext_teach import edit_metric, toy_world
+from kontext_teach.packing import pack_latents, unpack_latents
+from kontext_teach.position_ids import kontext_image_ids
+from kontext_teach.preprocessing import preprocess_condition_image
+from kontext_teach.prompt_encoding import encode_prompt
+from kontext_teach.sampling import initial_noise, kontext_edit, predict_velocity
+from kontext_teach.schedule import euler_step, shifted_sigmas, timesteps_from_sigmas
+from kontext_teach.solutions import s08_sampling_loop as solutions
+from kontext_teach.transformer import KontextTransformer
+from kontext_teach.vae_latents import decode_image_latents, encode_image_latents, to_pixels
+
+device = kt.setup()
+
+# %% [markdown]
+# ## Theory
+#
+# **Rectified flow.** Training (notebook 06, and 09 for LoRAs) placed every noisy latent on
+# a straight line between a clean latent x₀ (σ = 0) and pure noise n (σ = 1):
+# x_σ = (1 − σ)·x₀ + σ·n. Along that line the velocity is constant, dx/dσ = n − x₀, and that
+# is what the transformer predicts: a **velocity**, not "the noise" (a common misreading).
+#
+# **Sampling** runs the line backwards: start at σ = 1 with fresh noise, and integrate
+# dx/dσ = v(x, σ) down to σ = 0 with Euler steps on the shifted schedule of notebook 06:
+#
+#     x ← x + (σ_next − σ) · v(x, σ)        (σ_next < σ, so the step goes against v)
+#
+# dt = σ_next − σ comes from the schedule, one value per step; there is no other "timestep
+# spacing". If the model were perfect, one step would do: x₀ = x − σ·v. It is not, so its
+# guess of x₀ sharpens as σ falls.
+#
+# **Kontext's part** is only in the transformer's input: at every step the clean context
+# tokens of the condition image are appended after the noisy target tokens, with ids
+# (1, row, col), and the output is cut back to the target tokens.
+#
+# **Guidance.** FLUX.1 [dev] and Kontext [dev] are *guidance-distilled*: the strength of
+# classifier-free guidance is a number fed to the model (`guidance_scale`, embedded like
+# the timestep, notebook 07), so one forward pass per step is enough. True CFG, two passes
+# (with the prompt and with a negative prompt) combined as
+# v = v_neg + s·(v_pos − v_neg), is still available with `true_cfg_scale > 1` and a
+# `negative_prompt`, at twice the cost.
+
+# %% [markdown]
+# ## Practice
+#
+# ### An edit from the toy world
+#
+# The embedded miniature was trained on a toy editing world (appendix A1): shapes on a plain
+# background and instructions such as recolouring or removing one of them. It was trained
+# with 24 T5 tokens, so we sample with `max_sequence_length=24` (the pipeline's default is 512).
+
+# %%
+pipe = kt.load_pipeline()
+pair = toy_world.make_pair(toy_world.HELDOUT_SEEDS.start + 3, "recolour_one")
+size, tokens, steps, guidance = 64, edit_metric.TEXT_LENGTH, 16, 2.5
+print("instruction:", pair.instruction)
+print("scene:      ", toy_world.describe(pair.source_scene))
+
+# %% [markdown]
+# ### The loop by hand
+#
+# Six preparations, then the loop. Each line is a function from an earlier notebook.
+
+# %%
+noise = initial_noise(1, 16, size // 8, size // 8, torch.Generator().manual_seed(0))  # [1, 16, 64]
+
+with torch.no_grad():
+    prompt_embeds, pooled, _ = encode_prompt(pipe.components, pair.instruction, max_sequence_length=tokens)  # 02
+    condition = preprocess_condition_image(pair.source, auto_resize=False)  # 01: [1, 3, 64, 64]
+    context = pack_latents(encode_image_latents(pipe.vae, condition))  # 03 + 04: [1, 16, 64]
+    ids = kontext_image_ids((size // 16, size // 16), (size // 16, size // 16))  # 05: [32, 3]
+    sigmas = shifted_sigmas(steps, noise.shape[1])  # 06: [steps + 1], from 1 down to 0
+    guidance_vector = torch.tensor([guidance])
+
+    latents, guesses = noise, []
+    for sigma, sigma_next in zip(sigmas[:-1], sigmas[1:]):
+        velocity = predict_velocity(pipe.transformer, latents, context, sigma, guidance_vector, pooled,
+                                    prompt_embeds, ids)  # 07: [1, 16, 64], target tokens only
+        guesses.append(solutions.predicted_clean_latents(latents, velocity, sigma))  # x0 = x - sigma v
+        latents = euler_step(latents, velocity, sigma, sigma_next)  # x += (sigma_next - sigma) v
+    image = decode_image_latents(pipe.vae, unpack_latents(latents, size // 8, size // 8))  # [1, 3, 64, 64]
+
+print("sigmas:", [round(s, 3) for s in sigmas.tolist()])
+
+# %% [markdown]
+# **Check**: the same noise through the pipeline. `latents=` takes packed tokens; with
+# `output_type="latent"` the pipeline stops before decoding.
+
+# %%
+call = dict(image=pair.source, prompt=pair.instruction, height=size, width=size, max_area=size * size,
+            _auto_resize=False, num_inference_steps=steps, guidance_scale=guidance, max_sequence_length=tokens,
+            latents=noise)
+reference_latents = pipe(**call, output_type="latent").images
+reference_image = pipe(**call, output_type="pt").images
+kt.compare("latents after the loop", latents, reference_latents)
+kt.compare("decoded image", (image / 2 + 0.5).clamp(0, 1), reference_image)
+
+# %% [markdown]
+# The package's `kontext_edit` is the same loop with batching, true CFG and a choice of
+# transformer. With the from-scratch transformer of notebook 07 it gives the same edit:
+
+# %%
+scratch = KontextTransformer.from_diffusers(pipe.transformer)
+for name, transformer in [("diffusers transformer", None), ("from-scratch transformer", scratch)]:
+    result = kontext_edit(pipe.components, pair.source, pair.instruction, height=size, width=size,
+                          num_inference_steps=steps, guidance_scale=guidance, max_sequence_length=tokens,
+                          latents=noise, transformer=transformer)
+    kt.compare(f"kontext_edit, {name}", result.latents, reference_latents, atol=1e-4)
+
+# %% [markdown]
+# ### Watching the guess sharpen
+#
+# At each step the model's velocity implies a finished image, x₀ = x − σ·v. Early guesses
+# are blurry averages of everything the edit could be; late ones commit to one answer.
+
+# %%
+shown = [0, 1, 2, 4, 8, steps - 1]
+with torch.no_grad():
+    pictures = [to_pixels(decode_image_latents(pipe.vae, unpack_latents(guesses[i], 8, 8)))[0] for i in shown]
+fig, axes = plt.subplots(1, len(shown) + 2, figsize=(2 * (len(shown) + 2), 2.3))
+axes[0].imshow(pair.source)
+axes[0].set_title("condition", fontsize=9)
+for ax, i, picture in zip(axes[1:], shown, pictures):
+    ax.imshow(picture)
+    ax.set_title(f"step {i + 1}, σ={sigmas[i]:.2f}", fontsize=9)
+axes[-1].imshow(pair.target)
+axes[-1].set_title("target", fontsize=9)
+for ax in axes:
+    ax.axis("off")
+plt.show()
+
+# %% [markdown]
+# ### Guidance embedding versus true CFG
+#
+# Count the transformer calls with a forward hook: one per step with the guidance
+# embedding, two per step with true CFG.
+
+# %%
+calls = []
+hook = pipe.transformer.register_forward_hook(lambda module, args, output: calls.append(1))
+pipe(**call)
+embedded_calls = len(calls)
+pipe(**call, true_cfg_scale=2.0, negative_prompt="keep the image unchanged")
+hook.remove()
+print(f"{steps} steps: guidance embedding {embedded_calls} calls, true CFG {len(calls) - embedded_calls} calls")
+assert embedded_calls == solutions.transformer_calls(steps, true_cfg=False)
+assert len(calls) - embedded_calls == solutions.transformer_calls(steps, true_cfg=True)
+
+# %%
+with_cfg = kontext_edit(pipe.components, pair.source, pair.instruction, height=size, width=size,
+                        num_inference_steps=steps, guidance_scale=guidance, max_sequence_length=tokens, latents=noise,
+                        true_cfg_scale=2.0, negative_prompt="keep the image unchanged")
+reference_cfg = pipe(**call, true_cfg_scale=2.0, negative_prompt="keep the image unchanged", output_type="latent").images
+kt.compare("true CFG, by hand", with_cfg.latents, reference_cfg, atol=1e-4)
+
+# %% [markdown]
+# What the two knobs do to the picture: the guidance value changes the input of one pass,
+# true CFG extrapolates away from the negative prompt's prediction.
+
+# %%
+settings = [("guidance 1.0", dict(guidance_scale=1.0)), ("guidance 2.5", dict(guidance_scale=2.5)),
+            ("guidance 4.0", dict(guidance_scale=4.0)),
+            ("true CFG 2.0", dict(guidance_scale=2.5, true_cfg_scale=2.0, negative_prompt="keep the image unchanged"))]
+fig, axes = plt.subplots(1, len(settings) + 1, figsize=(2.2 * (len(settings) + 1), 2.4))
+axes[0].imshow(pair.source)
+axes[0].set_title("condition", fontsize=9)
+for ax, (title, options) in zip(axes[1:], settings):
+    ax.imshow(pipe(**{**call, **options}).images[0])
+    ax.set_title(title, fontsize=9)
+for ax in axes:
+    ax.axis("off")
+plt.show()
+
+# %% [markdown]
+# ### Steps against edit quality
+#
+# The toy world scores an edit automatically (appendix A1): every region of the target must
+# have the right colour. Held-out pairs, four edit families, several step counts:
+
+# %%
+heldout = toy_world.make_pairs("heldout", 24)
+step_counts = [1, 2, 4, 8, 16, 28]
+accuracy = {}
+for n in step_counts:
+    evaluation = edit_metric.evaluate(pipe, heldout, steps=n, guidance_scale=guidance, batch_size=24)
+    accuracy[n] = evaluation.row("model").edit_accuracy
+    print(f"{n:>3} steps: edit accuracy {accuracy[n]:.2f}, PSNR {evaluation.row('model').psnr:.1f} dB")
+print(f"copy baseline: {evaluation.row('copy').edit_accuracy:.2f}, "
+      f"VAE ceiling: {evaluation.row('ceiling').edit_accuracy:.2f}")
+
+# %%
+fig, ax = plt.subplots(figsize=(5, 3))
+ax.plot(step_counts, [accuracy[n] for n in step_counts], "o-")
+ax.axhline(evaluation.row("ceiling").edit_accuracy, ls="--", color="gray", label="VAE ceiling")
+ax.axhline(evaluation.row("copy").edit_accuracy, ls=":", color="gray", label="copying the input")
+ax.set_xscale("log", base=2)
+ax.set_xticks(step_counts, [str(n) for n in step_counts])
+ax.set_xlabel("sampling steps")
+ax.set_ylabel("edit accuracy (held out)")
+ax.legend(fontsize=8)
+plt.show()
+
+# %% [markdown]
+# ### What if the context tokens had index 0?
+#
+# The first position coordinate is the only thing that tells the transformer which image
+# tokens are being made and which are given. Give the context tokens 0 instead of 1 and the
+# two images sit on the same RoPE grid: a target token and the context token at the same
+# (row, col) look like the same place.
+
+# %%
+def edit_accuracy(context_index: float) -> float:
+    images = []
+    for start in range(0, len(heldout), 8):
+        chunk = heldout[start:start + 8]
+        result = kontext_edit(pipe.components, [p.source for p in chunk], [p.instruction for p in chunk],
+                              height=size, width=size, num_inference_steps=steps, guidance_scale=guidance,
+                              max_sequence_length=tokens, context_index=context_index,
+                              generator=torch.Generator().manual_seed(start))
+        images.extend(to_pixels(result.image))
+    scores = [edit_metric.score_image(image, p) for image, p in zip(images, heldout)]
+    return sum(s.edit_correct for s in scores) / len(scores)
+
+
+for index in (1, 0):
+    print(f"context index {index}: edit accuracy {edit_accuracy(index):.2f}")
+
+# %% [markdown]
+# ## Summary
+# - The loop: encode once, then for each σ call the transformer on [noisy target; clean
+#   context], keep the target part of the velocity, step x ← x + (σ_next − σ)·v; unpack and
+#   decode at the end. Written with the series' functions it equals the pipeline bit for bit.
+# - The velocity points from the data to the noise; x − σ·v is the model's current guess of
+#   the finished latent.
+# - Kontext [dev] takes guidance as an input: one pass per step. True CFG doubles the cost.
+# - Edit quality rises quickly with the number of steps and then flattens; the position
+#   index 1 is what keeps the condition image apart from the image being made.
+#
+# ## Exercises
+# 1. Write `predicted_clean_latents(latents, velocity, sigma)` (used above).
+#    Solution: `kontext_teach.solutions.s08_sampling_loop.predicted_clean_latents`.
+# 2. How many transformer calls does an edit of N steps need with and without true CFG?
+#    Solution: `transformer_calls`.
+# 3. Replace the Euler step with Heun's method (average the velocity at both ends of the
+#    step). Is 8 Heun steps better than 16 Euler steps, at the same number of calls?
+#    Solution: `heun_step`.
+#
+# ## References
+# - diffusers `pipelines/flux/pipeline_flux_kontext.py`: `FluxKontextPipeline.__call__`
+#   (the loop, `true_cfg_scale`), `schedulers/scheduling_flow_match_euler_discrete.py`
+#   (`FlowMatchEulerDiscreteScheduler.step`).
+# - Black Forest Labs, `black-forest-labs/flux`, `src/flux/sampling.py` (`denoise`: the same
+#   Euler loop with `img = img + (t_prev - t_curr) * pred`).
+# - Liu, Gong, Liu, *Flow Straight and Fast* (rectified flow), ICLR 2023; Lipman et al.,
+#   *Flow Matching for Generative Modeling*, ICLR 2023.
+# - Ho & Salimans, *Classifier-Free Diffusion Guidance* (2022); Meng et al., *On Distillation
+#   of Guided Diffusion Models*, CVPR 2023 (guidance distillation).
+# - Black Forest Labs, *FLUX.1 Kontext*, arXiv:2506.15742 (2025).

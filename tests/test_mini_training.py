@@ -1,0 +1,227 @@
+"""The training recipe: structural configs, the Kontext objective against the pipeline, a short run that learns."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from diffusers import AutoencoderKL, FluxTransformer2DModel
+from safetensors import safe_open
+
+from kontext_teach import load_pipeline, miniature
+from kontext_teach import mini_training as mt
+from kontext_teach import toy_world as tw
+from kontext_teach.edit_metric import TEXT_LENGTH
+from kontext_teach.position_ids import kontext_image_ids, text_ids
+
+TINY_VAE = (8, 8, 16, 16)
+
+
+def tiny_transformer(seed=0, text_dim=64, pooled_dim=64):
+    torch.manual_seed(seed)
+    return FluxTransformer2DModel(**mt.transformer_config(heads=2, head_dim=16, double_blocks=1, single_blocks=1,
+                                                          rope_axes=(4, 6, 6), text_dim=text_dim,
+                                                          pooled_dim=pooled_dim))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models train faster on one thread than on several (and do not fight other processes)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny_data(pipe):
+    """16 training pairs encoded with the shipped (random) VAE and text encoders."""
+    return mt.prepare_data(pipe, pipe.vae, tw.make_pairs("train", 16), TEXT_LENGTH, torch.device("cpu"))
+
+
+# --- configs keep FLUX's structure ---------------------------------------------------------
+
+@pytest.mark.parametrize("heads, head_dim, axes", [(12, 16, (4, 6, 6)), (6, 32, (8, 12, 12)), (3, 64, (16, 24, 24))])
+def test_transformer_config_keeps_the_structure(heads, head_dim, axes):
+    config = mt.transformer_config(heads=heads, head_dim=head_dim, double_blocks=2, single_blocks=3, rope_axes=axes,
+                                   text_dim=64, pooled_dim=64)
+    for key in ("in_channels", "patch_size", "guidance_embeds", "out_channels"):
+        assert config[key] == miniature.TRANSFORMER[key]
+    with torch.device("meta"):
+        model = FluxTransformer2DModel(**config)
+    assert model.x_embedder.in_features == 64 and model.proj_out.out_features == 64
+    assert model.x_embedder.out_features == heads * head_dim
+    assert len(model.transformer_blocks) == 2 and len(model.single_transformer_blocks) == 3
+
+
+@pytest.mark.parametrize("channels", [(16, 32, 64, 64), (8, 8, 16, 16), (32, 64, 128, 128)])
+def test_vae_config_keeps_the_structure(channels):
+    config = mt.vae_config(channels, 2)
+    assert config["latent_channels"] == 16 and len(config["block_out_channels"]) == 4
+    with torch.device("meta"):
+        vae = AutoencoderKL(**config)
+    assert 2 ** (len(vae.config.block_out_channels) - 1) == 8
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: mt.vae_config((16, 32, 64)), "4 widths"),
+    (lambda: mt.vae_config((16, 32, 64, 60)), "multiple of 8"),
+    (lambda: mt.vae_config((16, 32, 64, 64), 0), "layers_per_block"),
+    (lambda: mt.transformer_config(heads=4, head_dim=16, double_blocks=1, single_blocks=1, rope_axes=(4, 6, 8),
+                                   text_dim=64, pooled_dim=64), "sum to the head dim 16"),
+    (lambda: mt.transformer_config(heads=4, head_dim=15, double_blocks=1, single_blocks=1, rope_axes=(3, 6, 6),
+                                   text_dim=64, pooled_dim=64), "positive even"),
+    (lambda: mt.transformer_config(heads=4, head_dim=16, double_blocks=0, single_blocks=1, rope_axes=(4, 6, 6),
+                                   text_dim=64, pooled_dim=64), "both kinds of block"),
+    (lambda: mt.check_limits(None, None), "step limit, a time budget"),
+    (lambda: mt.parse_args(["--out", "x", "--size", "40"]), "multiple of 16"),
+    (lambda: mt._ints("16;32"), "comma-separated"),
+])
+def test_bad_input_says_what_to_do(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error without a GPU")
+def test_asking_for_a_missing_gpu_says_what_to_do():
+    with pytest.raises(ValueError, match="use --device cpu"):
+        mt.pick_device("cuda")
+
+
+def test_default_device_is_automatic():
+    assert mt.pick_device().type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+# --- schedule, EMA, rounding -------------------------------------------------------------
+
+def test_learning_rate_warms_up_then_decays_to_a_tenth():
+    assert mt.learning_rate(1.0, 0, 0.0, 10) == pytest.approx(0.1)
+    assert mt.learning_rate(1.0, 9, 0.0, 10) == pytest.approx(1.0)
+    assert mt.learning_rate(1.0, 500, 0.5, 10) == pytest.approx(0.55)
+    assert mt.learning_rate(1.0, 900, 1.0, 10) == pytest.approx(0.1)
+
+
+def test_progress_takes_the_limit_reached_first():
+    assert mt.progress(50, 100, 10.0, None) == 0.5
+    assert mt.progress(50, 100, 45.0, 60.0) == 0.75
+    assert mt.progress(50, None, 90.0, 60.0) == 1.0
+
+
+def test_ema_update_and_decay():
+    ema, model = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    expected = [0.9 * a + 0.1 * b for a, b in zip(ema.parameters(), model.parameters())]
+    mt.ema_update(ema, model, 0.9)
+    assert all(torch.allclose(a, e) for a, e in zip(ema.parameters(), expected))
+    assert mt.ema_decay_at(0, 0.999) == pytest.approx(0.1) and mt.ema_decay_at(10**6, 0.999) == 0.999
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_round_weights_makes_the_module_what_its_saved_copy_computes(dtype):
+    torch.manual_seed(0)
+    module = torch.nn.Linear(8, 8)
+    mt.round_weights(module, dtype)
+    assert all(torch.equal(p, p.to(dtype).float()) for p in module.parameters())
+    assert module.weight.dtype == torch.float32
+
+
+# --- data and objective against the pipeline ---------------------------------------------
+
+def test_images_are_preprocessed_like_the_pipeline(pipe):
+    pair = tw.make_pair(3, "mirror")
+    ours = mt.to_model_images(np.asarray(pair.source)[None])
+    assert torch.equal(ours, pipe.image_processor.preprocess(pair.source, 64, 64))
+
+
+def test_encoded_data_is_what_the_pipeline_feeds_the_transformer(pipe, tiny_data):
+    pairs = tw.make_pairs("train", 16)
+    pixels = pipe.image_processor.preprocess([p.source for p in pairs[:3]], 64, 64)
+    _, context, latent_ids, image_ids = pipe.prepare_latents(pixels, 3, 16, 64, 64, torch.float32, "cpu", None)
+    three = mt.prepare_data(pipe, pipe.vae, pairs[:3], TEXT_LENGTH, torch.device("cpu"))  # same batch: same numerics
+    assert torch.equal(three.sources, context)
+    assert torch.allclose(tiny_data.sources[:3], context, atol=1e-4)  # batched 16 at a time
+    states, pooled, _ = pipe.encode_prompt(prompt=pairs[5].instruction, prompt_2=None, device="cpu",
+                                           max_sequence_length=TEXT_LENGTH)
+    row = tiny_data.prompt_index[5]
+    assert torch.allclose(tiny_data.prompt_embeds[row], states[0], atol=1e-5)  # encoded in one batch of all
+    assert torch.allclose(tiny_data.pooled_embeds[row], pooled[0], atol=1e-5)
+    assert tiny_data.grid == (4, 4) and tiny_data.targets.shape == (16, 16, 64)
+    ours = kontext_image_ids(tiny_data.grid, tiny_data.grid)
+    assert torch.equal(ours, torch.cat([latent_ids, image_ids]))  # context first coordinate 1
+
+
+def test_kontext_loss_is_mse_on_the_target_tokens(tiny_data):
+    transformer = tiny_transformer()
+    recorded = {}
+
+    def record(module, args, kwargs, output):
+        recorded.update(kwargs, output=output[0])
+
+    handle = transformer.register_forward_hook(record, with_kwargs=True)
+    x0, context = tiny_data.targets[:4], tiny_data.sources[:4]
+    rows = tiny_data.prompt_index[:4]
+    states, pooled = tiny_data.prompt_embeds[rows], tiny_data.pooled_embeds[rows]
+    sigmas = torch.tensor([0.1, 0.4, 0.7, 1.0])
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0))
+    img_ids, txt_ids = kontext_image_ids((4, 4), (4, 4)), text_ids(TEXT_LENGTH)
+    with torch.no_grad():
+        loss = mt.kontext_loss(transformer, x0, context, states, pooled, sigmas, noise, torch.full((4,), 2.5),
+                               img_ids, txt_ids)
+    handle.remove()
+    hidden = recorded["hidden_states"]  # [4, 32, 64]
+    expected_noisy = (1 - sigmas[:, None, None]) * x0 + sigmas[:, None, None] * noise
+    assert torch.allclose(hidden[:, :16], expected_noisy) and torch.equal(hidden[:, 16:], context)
+    assert torch.equal(recorded["timestep"], sigmas)  # the pipeline passes t / 1000 = sigma as well
+    expected = ((recorded["output"][:, :16] - (noise - x0)) ** 2).mean()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_latent_statistics_normalise_the_latents(pipe):
+    vae = AutoencoderKL(**mt.vae_config(TINY_VAE))
+    images = mt.to_model_images(tw.random_images(np.random.default_rng(0), 16, 32))
+    shift, scale = mt.latent_statistics(vae, images)
+    vae.register_to_config(shift_factor=shift, scaling_factor=scale)
+    latents = mt.encode_latents(vae, images, batch_size=5)
+    assert abs(latents.mean().item()) < 1e-4 and latents.std().item() == pytest.approx(1.0, abs=1e-4)
+
+
+# --- short runs learn, reproducibly ------------------------------------------------------
+
+def test_a_short_vae_run_lowers_the_loss():
+    torch.manual_seed(0)
+    vae = AutoencoderKL(**mt.vae_config(TINY_VAE))
+    history = mt.train_vae(vae, device=torch.device("cpu"), size=32, batch_size=8, lr=3e-3, warmup=5, steps=40,
+                           log=lambda _: None, show=False)
+    assert len(history) == 20
+    assert history[-1]["loss"] < 0.7 * history[0]["loss"]
+
+
+def test_a_short_transformer_run_lowers_the_loss_and_is_reproducible(tiny_data):
+    runs = []
+    for _ in range(2):
+        transformer = tiny_transformer()
+        ema, history = mt.train_transformer(transformer, tiny_data, device=torch.device("cpu"), seed=3, batch_size=8,
+                                            lr=3e-3, warmup=5, steps=60, log=lambda _: None, show=False)
+        runs.append((ema, history))
+    (ema, history), (ema_again, _) = runs
+    assert history[-1]["loss"] < 0.7 * history[0]["loss"]
+    assert all(torch.equal(a, b) for a, b in zip(ema.state_dict().values(), ema_again.state_dict().values()))
+    assert not all(torch.equal(a, b) for a, b in zip(ema.state_dict().values(), transformer.state_dict().values()))
+
+
+def test_the_recipe_writes_a_pipeline_that_loads_and_evaluates(tmp_path):
+    out = tmp_path / "mini"
+    record = mt.main(["--out", str(out), "--vae-channels", "8,8,16,16", "--vae-steps", "3", "--vae-minutes", "0",
+                      "--vae-batch", "4", "--heads", "2", "--double-blocks", "1", "--single-blocks", "1",
+                      "--steps", "4", "--minutes", "0", "--batch", "4", "--train-pairs", "8", "--eval-pairs", "1",
+                      "--eval-steps", "2", "--quiet"])
+    pipe = load_pipeline(out, device="cpu")
+    assert pipe.vae.config.shift_factor == record["vae"]["shift_factor"]
+    assert pipe.vae.config.scaling_factor == record["vae"]["scaling_factor"] != miniature.VAE["scaling_factor"]
+    assert pipe.transformer.config.num_attention_heads == 2 and pipe.transformer.config.num_layers == 1
+    assert tuple(pipe.vae.config.block_out_channels) == (8, 8, 16, 16)
+    saved = json.loads((out / "training_record.json").read_text())
+    assert saved["max_sequence_length"] == TEXT_LENGTH
+    assert [r["family"] for r in saved["evaluation"]["model"]] == list(tw.FAMILIES) + ["overall"]
+    assert "held-out evaluation" in (out / "train_log.txt").read_text()
+    with safe_open(out / "transformer" / "diffusion_pytorch_model.safetensors", "pt") as weights:
+        assert weights.get_tensor(next(iter(weights.keys()))).dtype == torch.float16

@@ -1,0 +1,173 @@
+"""The toy editing world: deterministic, split into train and held-out seeds, edits that do what they say."""
+
+import random
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoTokenizer
+
+from kontext_teach import toy_world as tw
+from kontext_teach.loading import EMBEDDED_MODEL_DIR
+from kontext_teach.prompt_corpus import prompt_corpus
+
+SEEDS = [0, 1, 7, 123, 1_000_003]
+SIZES = [32, 64, 96, 128]
+
+
+def same_pair(a: tw.EditPair, b: tw.EditPair) -> bool:
+    return (a.instruction == b.instruction and a.source_scene == b.source_scene and a.target_scene == b.target_scene
+            and np.array_equal(np.asarray(a.source), np.asarray(b.source))
+            and np.array_equal(np.asarray(a.target), np.asarray(b.target)))
+
+
+@pytest.mark.parametrize("family", list(tw.FAMILIES))
+@pytest.mark.parametrize("seed", SEEDS)
+def test_generator_is_deterministic(seed, family):
+    first = tw.make_pair(seed, family)
+    # Global random states must not matter: the generator owns its random streams.
+    random.seed(99), np.random.seed(99), torch.manual_seed(99)
+    np.random.random(5)
+    assert same_pair(first, tw.make_pair(seed, family))
+
+
+def test_different_seeds_give_different_scenes():
+    scenes = {tw.make_pair(seed, "recolour_one").source_scene for seed in range(30)}
+    assert len(scenes) == 30
+
+
+def test_a_seed_shows_one_scene_to_every_family_that_accepts_it():
+    sources = [tw.make_pair(0, family).source_scene for family in ("recolour_one", "recolour_all", "remove")]
+    assert sources[0] == sources[1] == sources[2]
+
+
+def test_families_base_and_reserved():
+    assert len(tw.BASE_FAMILIES) >= 4 and len(tw.RESERVED_FAMILIES) >= 1
+    assert not set(tw.BASE_FAMILIES) & set(tw.RESERVED_FAMILIES)
+    assert set(tw.BASE_FAMILIES) | set(tw.RESERVED_FAMILIES) == set(tw.FAMILIES)
+    for family, (_, phrasings) in tw.FAMILIES.items():
+        assert len(phrasings) >= 3, family
+
+
+def test_splits_do_not_overlap():
+    assert not set(tw.TRAIN_SEEDS) & set(tw.HELDOUT_SEEDS)
+    train, heldout = tw.make_pairs("train", 8), tw.make_pairs("heldout", 8)
+    assert all(tw.split_of(p.seed) == "train" for p in train)
+    assert all(tw.split_of(p.seed) == "heldout" for p in heldout)
+    assert [p.family for p in train[:4]] == list(tw.BASE_FAMILIES)
+    assert tw.make_pairs("train", 3, start=5)[0].seed == train[5].seed
+
+
+def test_make_pairs_base_families_by_default():
+    assert {p.family for p in tw.make_pairs("train", 40)} == set(tw.BASE_FAMILIES)
+
+
+@pytest.mark.parametrize("family", list(tw.FAMILIES))
+def test_instructions_are_corpus_sentences_and_tokenize_without_unknowns(family):
+    corpus = set(prompt_corpus())
+    tokenizer = AutoTokenizer.from_pretrained(EMBEDDED_MODEL_DIR / "tokenizer_2")
+    instructions = tw.all_instructions(family)
+    assert instructions and set(instructions) <= corpus
+    for line in instructions:
+        ids = tokenizer(line).input_ids
+        assert tokenizer.unk_token_id not in ids, line
+    for seed in SEEDS:
+        assert tw.make_pair(seed, family).instruction in instructions
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("seed", SEEDS)
+def test_scenes_are_valid(seed, size):
+    scene = tw.make_pair(seed, "recolour_one", size).source_scene
+    assert scene.size == size and 2 <= len(scene.shapes) <= 3
+    assert len({s.kind for s in scene.shapes}) == len(scene.shapes)  # "the circle" names one shape
+    assert len({s.colour for s in scene.shapes}) == len(scene.shapes)
+    for shape in scene.shapes:
+        reach = tw.BOUND * shape.radius
+        assert reach <= shape.x <= size - reach and reach <= shape.y <= size - reach
+    touched = sum((tw.coverage(s, size) > 0).astype(int) for s in scene.shapes)
+    assert touched.max() == 1  # no two shapes share a pixel
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("seed", SEEDS)
+def test_mirror_and_flip_render_as_the_mirrored_and_flipped_picture(seed, size):
+    mirrored = tw.make_pair(seed, "mirror", size)
+    source = tw.render_array(mirrored.source_scene)
+    assert np.abs(tw.render_array(mirrored.target_scene) - source[:, ::-1]).max() < 1e-3
+    flipped = tw.make_pair(seed, "flip_upside_down", size)
+    source = tw.render_array(flipped.source_scene)
+    assert np.abs(tw.render_array(flipped.target_scene) - source[::-1]).max() < 1e-3
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_edits_change_what_they_name(seed):
+    one = tw.make_pair(seed, "recolour_one")
+    changed = [(a, b) for a, b in zip(one.source_scene.shapes, one.target_scene.shapes) if a != b]
+    assert len(changed) == 1 and changed[0][0].kind in one.instruction and changed[0][1].colour in one.instruction
+    assert changed[0][0].colour != changed[0][1].colour
+
+    everything = tw.make_pair(seed, "recolour_all")
+    colours = {s.colour for s in everything.target_scene.shapes}
+    assert len(colours) == 1 and colours.pop() in everything.instruction
+
+    removed = tw.make_pair(seed, "remove")
+    gone = set(removed.source_scene.shapes) - set(removed.target_scene.shapes)
+    assert len(removed.target_scene.shapes) == len(removed.source_scene.shapes) - 1 and len(gone) == 1
+    assert gone.pop().kind in removed.instruction
+
+    mirrored = tw.make_pair(seed, "mirror")
+    assert any(tw.moves_off_itself(s, t.x, t.y) for s, t in zip(mirrored.source_scene.shapes,
+                                                               mirrored.target_scene.shapes))
+
+
+def test_flip_turns_triangles_over():
+    pair = next(p for p in (tw.make_pair(s, "flip_upside_down") for s in range(50))
+                if any(s.kind == "triangle" for s in p.source_scene.shapes))
+    for before, after in zip(pair.source_scene.shapes, pair.target_scene.shapes):
+        assert after.upside_down == (before.kind == "triangle")
+
+
+def test_edges_are_anti_aliased():
+    shape = tw.Shape("circle", "red", 20.3, 31.7, 9.0)
+    cover = tw.coverage(shape, 64)
+    assert ((cover > 0) & (cover < 1)).sum() > 20
+    assert abs(cover.sum() - np.pi * 81) < 2  # area of the disc, in pixels
+    pixels = np.asarray(tw.render(tw.Scene(64, (shape,))))
+    assert len({tuple(p) for p in pixels.reshape(-1, 3)}) > 5  # blended edge colours
+
+
+def test_images_are_rgb_pil_of_the_requested_size():
+    pair = tw.make_pair(3, "remove", 96)
+    assert pair.source.mode == "RGB" and pair.source.size == (96, 96) and pair.target.size == (96, 96)
+    assert tw.as_array(pair.source).shape == (96, 96, 3)
+
+
+def test_random_images_for_the_vae():
+    images = tw.random_images(np.random.default_rng(0), 5, 32)
+    assert images.shape == (5, 32, 32, 3) and images.dtype == np.uint8
+    assert np.array_equal(images, tw.random_images(np.random.default_rng(0), 5, 32))
+
+
+def test_describe():
+    scene = tw.Scene(64, (tw.Shape("circle", "orange", 20.2, 10.0, 8.0), tw.Shape("triangle", "red", 40, 40, 8, True)))
+    assert tw.describe(scene) == "an orange circle at (20, 10), a red triangle pointing down at (40, 40)"
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: tw.make_pair(0, "rotate"), "unknown edit family"),
+    (lambda: tw.make_pair(-1, "mirror"), "non-negative int"),
+    (lambda: tw.make_pair(1.5, "mirror"), "non-negative int"),
+    (lambda: tw.make_pair(0, "mirror", size=60), "multiple of 16"),
+    (lambda: tw.make_pair(0, "mirror", size=16), "at least 32"),
+    (lambda: tw.make_pairs("test", 3), "unknown split"),
+    (lambda: tw.make_pairs("train", 3, families=()), "at least one edit family"),
+    (lambda: tw.make_pairs("train", -2), "non-negative int"),
+    (lambda: tw.split_of(5_000_000), "outside both splits"),
+    (lambda: tw.as_array(np.zeros((8, 8))), r"RGB image \[H, W, 3\]"),
+    (lambda: tw.as_array(np.full((8, 8, 3), 2.0)), r"\[0, 1\]"),
+])
+def test_bad_input_says_what_to_do(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
