@@ -43,9 +43,13 @@ execute: setup
 	$(OFFLINE) $(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=600 \
 		--ExecutePreprocessor.kernel_name=kontext-teach $(NB)
 
-## make embedded: rebuild the shipped miniature (tokenizers + seeded weights)
+## make embedded: rebuild the shipped miniature: tokenizers and initial weights, then training on the
+## toy world (about 25 minutes on 2 CPU cores; on a GPU add MINI_ARGS="--minutes 3 ...")
+MINI_ARGS ?= --threads 1 --vae-minutes 6 --minutes 14 --quiet
 embedded: setup
-	$(PY) -m kontext_teach.build_embedded
+	$(PY) -m kontext_teach.build_embedded --out build/mini-kontext-init
+	$(PY) -m kontext_teach.mini_training --base build/mini-kontext-init --out build/mini-kontext $(MINI_ARGS)
+	rm -rf kontext_teach/embedded_model && cp -r build/mini-kontext kontext_teach/embedded_model
 
 clean:
 	rm -rf build $(VENV)

@@ -1,9 +1,13 @@
-"""Build the embedded miniature Kontext that ships inside the package.
+"""Build the untrained miniature Kontext: tokenizers and seeded random weights.
 
     python -m kontext_teach.build_embedded [--out DIR] [--seed N]
 
 Writes a diffusers ``save_pretrained`` folder (transformer, vae, text_encoder,
-text_encoder_2, tokenizer, tokenizer_2, scheduler). Everything is reproducible:
+text_encoder_2, tokenizer, tokenizer_2, scheduler), by default ``build/mini-kontext-init``.
+``python -m kontext_teach.mini_training --base build/mini-kontext-init ...`` then trains the
+VAE and the transformer on the toy world and writes the pipeline that ships in
+``kontext_teach/embedded_model`` (``make embedded`` runs both; the shipped folder's
+``training_record.json`` holds the exact arguments). Everything is reproducible:
 
 * the CLIP tokenizer uses the real CLIP BPE vocabulary (49,408 tokens), read from the
   ``bpe_simple_vocab_16e6.txt.gz`` file that the ``open-clip-torch`` package carries
@@ -31,7 +35,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer, T5Config,
 from . import miniature
 from .prompt_corpus import prompt_corpus
 
-EMBEDDED_DIR = pathlib.Path(__file__).parent / "embedded_model"
+INIT_DIR = pathlib.Path("build") / "mini-kontext-init"
 
 
 def bytes_to_unicode() -> dict[int, str]:
@@ -120,7 +124,7 @@ def build_random_pipeline(seed: int = 0) -> FluxKontextPipeline:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=pathlib.Path, default=EMBEDDED_DIR, help="folder to write (default: the package's)")
+    parser.add_argument("--out", type=pathlib.Path, default=INIT_DIR, help=f"folder to write (default: {INIT_DIR})")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random initialisation")
     args = parser.parse_args(argv)
     pipe = build_random_pipeline(args.seed)

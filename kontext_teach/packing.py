@@ -18,13 +18,12 @@ import torch.nn.functional as F
 from diffusers.pipelines.flux.pipeline_flux_kontext import PREFERRED_KONTEXT_RESOLUTIONS
 
 from .full_size import T5_MAX_TOKENS
-from .position_ids import token_grid
-from .transformer import FLOP_CATEGORIES, TransformerConfig, flops_by_category, step_flops, total_flops
+from .position_ids import PATCH, VAE_SCALE_FACTOR, token_grid
+from .transformer import TransformerConfig
+from .transformer_costs import FLOP_CATEGORIES, flops_by_category, step_flops, total_flops
 
-PATCH = 2  # latent pixels per token side
-VAE_SCALE_FACTOR = 8  # image pixels per latent pixel side
 REFERENCE_SIZE = (1024, 1024)  # (height, width) costs are compared with
-ATTENTION = FLOP_CATEGORIES[0]  # "attention (QKᵀ, AV)" in kontext_teach.transformer
+ATTENTION = FLOP_CATEGORIES[0]  # "attention (QKᵀ, AV)" in kontext_teach.transformer_costs
 
 # ---------------------------------------------------------------------------------------
 # Packing and unpacking

@@ -9,6 +9,8 @@ import operator
 
 import torch
 
+VAE_SCALE_FACTOR = 8  # image pixels per latent pixel side
+PATCH = 2  # latent pixels per token side (2x2 packing)
 TARGET_INDEX = 0
 CONTEXT_INDEX = 1
 ID_AXES = ("virtual time", "row", "column")
@@ -25,12 +27,13 @@ def _check_positive(**sizes: int) -> None:
                              "and one column (image sides of at least 16 px)")
 
 
-def token_grid(height: int, width: int, vae_scale_factor: int = 8) -> tuple[int, int]:
+def token_grid(height: int, width: int, vae_scale_factor: int = VAE_SCALE_FACTOR) -> tuple[int, int]:
     """(rows, cols) of packed tokens for an image of height x width pixels, floored like the pipeline.
 
     One token covers vae_scale_factor * 2 pixels per side (8 for the VAE x 2 for the 2x2 packing).
+    The one place the series counts tokens: packing, preprocessing and schedule call it.
     """
-    patch = vae_scale_factor * 2
+    patch = vae_scale_factor * PATCH
     if height < patch or width < patch:
         raise ValueError(f"an image of {height}x{width} px has no full {patch}x{patch} px patch; "
                          f"make both sides at least {patch} px (ideally multiples of {patch})")

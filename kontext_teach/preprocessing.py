@@ -24,7 +24,7 @@ import torch
 from matplotlib.patches import Rectangle
 from PIL import Image
 
-from .position_ids import CONTEXT_INDEX, TARGET_INDEX, token_grid
+from .position_ids import CONTEXT_INDEX, PATCH, TARGET_INDEX, VAE_SCALE_FACTOR, token_grid
 
 # (width, height), all about one megapixel; the same list as diffusers' PREFERRED_KONTEXT_RESOLUTIONS
 # (pipelines/flux/pipeline_flux_kontext.py) and BFL's PREFERED_KONTEXT_RESOLUTIONS (used by
@@ -34,9 +34,7 @@ PREFERRED_KONTEXT_RESOLUTIONS = (
     (1024, 1024),
     (1104, 944), (1184, 880), (1248, 832), (1328, 800), (1392, 752), (1456, 720), (1504, 688), (1568, 672),
 )
-VAE_DOWNSAMPLING = 8
-PACKING = 2
-MULTIPLE_OF = VAE_DOWNSAMPLING * PACKING  # 16 px per side of one transformer token
+MULTIPLE_OF = VAE_SCALE_FACTOR * PATCH  # 16 px per side of one transformer token
 DEFAULT_SIDE = 1024  # pipeline.default_sample_size (128) * vae_scale_factor (8)
 DEFAULT_MAX_AREA = 1024**2
 WHITE = (255, 255, 255)
@@ -58,7 +56,7 @@ class Size(NamedTuple):
 
     def tokens(self, multiple_of: int = MULTIPLE_OF) -> int:
         """Packed transformer tokens for an image of this size: (height / 16) * (width / 16)."""
-        rows, cols = token_grid(self.height, self.width, vae_scale_factor=multiple_of // PACKING)
+        rows, cols = token_grid(self.height, self.width, vae_scale_factor=multiple_of // PATCH)
         return rows * cols
 
     def __str__(self) -> str:
@@ -213,7 +211,7 @@ def fit_to_multiple(width: int, height: int, multiple_of: int = MULTIPLE_OF, rou
         return nearest
     if (width, height) != floored:
         raise ValueError(f"{width}x{height} is not a multiple of {multiple_of} on both sides (the VAE downsamples "
-                         f"{VAE_DOWNSAMPLING}x and the transformer packs {PACKING}x{PACKING} latent patches). Use "
+                         f"{VAE_SCALE_FACTOR}x and the transformer packs {PATCH}x{PATCH} latent patches). Use "
                          f"{floored} (rounding='floor', what the pipeline does) or {nearest} (rounding='nearest')")
     return Size(width, height)
 
@@ -319,7 +317,7 @@ def observe_pipeline_sizes(pipe, image, prompt: str = "", skip_vae_encode: bool 
     """
     if image is None:
         raise ValueError("observe_pipeline_sizes needs an image: without one the pipeline makes no condition tensor")
-    multiple_of = pipe.vae_scale_factor * PACKING
+    multiple_of = pipe.vae_scale_factor * PATCH
     record = {}
 
     def before_encoder(module, args):

@@ -14,8 +14,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-LATENT_DOWNSCALE = 8  # the VAE's 8x
-PATCH = 2  # 2x2 packing: one token per 16x16 pixels
+from .position_ids import PATCH, VAE_SCALE_FACTOR, token_grid
 
 
 def _check_num_steps(num_steps: int) -> None:
@@ -70,12 +69,13 @@ def timesteps_from_sigmas(sigmas: torch.Tensor, num_train_timesteps: int = 1000)
 
 def target_tokens(height: int, width: int) -> int:
     """The number of packed target tokens of a height x width output: (height/16) * (width/16)."""
-    multiple = LATENT_DOWNSCALE * PATCH
+    multiple = VAE_SCALE_FACTOR * PATCH
     if height < multiple or width < multiple or height % multiple or width % multiple:
         raise ValueError(f"height and width must be positive multiples of {multiple} (8 for the VAE x 2 for "
                          f"packing); got {height}x{width}. Round down as the pipeline does: "
                          f"{multiple * max(1, height // multiple)}x{multiple * max(1, width // multiple)}")
-    return (height // multiple) * (width // multiple)
+    rows, cols = token_grid(height, width)
+    return rows * cols
 
 
 def euler_step(sample: torch.Tensor, velocity: torch.Tensor, sigma, sigma_next) -> torch.Tensor:

@@ -9,26 +9,24 @@ AdaLN output head maps the image tokens back to 64 packed latent features.
 The modules use their own short names (``img_attn.q``, ``txt_mlp.fc1``, ...);
 ``diffusers_names()`` maps each parameter to its diffusers name, so
 ``KontextTransformer.from_diffusers(pipe.transformer)`` loads any diffusers FLUX.1
-checkpoint and fails clearly on a missing or unexpected key.
+checkpoint and fails clearly on a missing or unexpected key. RoPE comes from
+kontext_teach.rope (rope_tables, apply_rope), built from scratch in notebook 05.
 
-The rest of the module measures the model: attention probabilities (which text and context
-tokens a target token looks at), parameters per module, FLOPs of one step (counted
-analytically, matmuls only) and the module names that LoRA targets.
+``draw_block_diagram()`` draws the two block kinds with diffusers' module names. What the
+model attends to is in kontext_teach.attention_maps; what it costs (parameters, FLOPs, LoRA
+targets) in kontext_teach.transformer_costs.
 """
 
 import math
-import re
 from dataclasses import dataclass
 
 import matplotlib.pyplot as plt
-import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers.models.transformers.transformer_flux import FluxPosEmbed
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
-ROPE_THETA = 10000
+from .rope import apply_rope, rope_tables
+
 NORM_EPS = 1e-6  # the LayerNorms and the QK RMSNorms
 
 
@@ -117,21 +115,6 @@ def split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
 def merge_heads(x: torch.Tensor) -> torch.Tensor:
     """[B, H, L, Dh] -> [B, L, H*Dh]."""
     return x.transpose(1, 2).flatten(2)
-
-
-def rotary_tables(ids: torch.Tensor, axes_dims: tuple) -> tuple[torch.Tensor, torch.Tensor]:
-    """[L, 3] position ids -> (cos, sin), each [L, head_dim], from diffusers' public FluxPosEmbed.
-
-    The tables are taught in the RoPE notebook; here they are only used.
-    """
-    return FluxPosEmbed(theta=ROPE_THETA, axes_dim=list(axes_dims))(ids)
-
-
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate each adjacent channel pair (x0, x1) by its angle: [B, H, L, Dh] with [L, Dh] tables."""
-    x0, x1 = x.unflatten(-1, (-1, 2)).unbind(-1)  # [B, H, L, Dh/2] each
-    rotated = torch.stack([-x1, x0], dim=-1).flatten(-2)  # (-x1, x0) pairs: [B, H, L, Dh]
-    return x * cos + rotated * sin  # (x0 cos - x1 sin, x1 cos + x0 sin)
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -273,8 +256,8 @@ class DoubleStreamBlock(nn.Module):
         txt_q, txt_k, txt_v = self.txt_attn(modulate(layer_norm(txt), txt_attn_mod.shift, txt_attn_mod.scale))
 
         # ... then ONE attention over the concatenation: every token sees every token.
-        q = apply_rope(torch.cat([txt_q, img_q], dim=2), *rope)  # [B, H, Lt+Li, Dh]
-        k = apply_rope(torch.cat([txt_k, img_k], dim=2), *rope)
+        q = apply_rope(torch.cat([txt_q, img_q], dim=2), *rope, sequence_dim=2)  # [B, H, Lt+Li, Dh]
+        k = apply_rope(torch.cat([txt_k, img_k], dim=2), *rope, sequence_dim=2)
         v = torch.cat([txt_v, img_v], dim=2)
         out, probs = attention(q, k, v)
         out = merge_heads(out)  # [B, Lt+Li, dim]
@@ -319,7 +302,7 @@ class SingleStreamBlock(nn.Module):
         (mod,) = self.mod(temb)
         h = modulate(layer_norm(x), mod.shift, mod.scale)
         q, k, v = self.attn(h)
-        attn_out, probs = attention(apply_rope(q, *rope), apply_rope(k, *rope), v)
+        attn_out, probs = attention(apply_rope(q, *rope, sequence_dim=2), apply_rope(k, *rope, sequence_dim=2), v)
         mlp_hidden = F.gelu(self.mlp_in(h), approximate="tanh")  # [B, L, 4 dim]
         both = torch.cat([merge_heads(attn_out), mlp_hidden], dim=-1)  # [B, L, 5 dim]
         return x + mod.gate[:, None] * self.out(both), probs
@@ -382,7 +365,7 @@ class KontextTransformer(nn.Module):
         txt = self.txt_in(encoder_hidden_states)  # [B, Lt, dim]
         dtype = img.dtype
         temb = self.conditioning(timestep.to(dtype) * 1000, guidance.to(dtype) * 1000, pooled_projections)  # [B, dim]
-        rope = rotary_tables(torch.cat([txt_ids, img_ids], dim=0), self.config.axes_dims_rope)  # [Lt+Li, Dh] x2
+        rope = rope_tables(torch.cat([txt_ids, img_ids], dim=0), self.config.axes_dims_rope)  # [Lt+Li, Dh] x2
 
         all_probs = []
         for block in self.double_blocks:
@@ -475,286 +458,6 @@ def load_diffusers_weights(module: nn.Module, state_dict: dict, names: dict[str,
     if wrong_shapes:
         raise ValueError(f"shapes differ (was the config read from the same checkpoint?): {wrong_shapes[:4]}")
     module.load_state_dict({key: state_dict[theirs] for key, theirs in names.items()}, strict=True)
-
-
-# ----------------------------------------------------------------------------------------------
-# Attention maps
-
-
-@dataclass(frozen=True)
-class TokenLayout:
-    """Where each kind of token sits in the joint sequence [text; target; context]."""
-
-    num_text: int
-    target_grid: tuple  # (rows, cols) of packed target tokens
-    context_grid: tuple | None = None  # (rows, cols) of context tokens; None for text-to-image
-
-    @property
-    def num_target(self) -> int:
-        return self.target_grid[0] * self.target_grid[1]
-
-    @property
-    def num_context(self) -> int:
-        return 0 if self.context_grid is None else self.context_grid[0] * self.context_grid[1]
-
-    @property
-    def length(self) -> int:
-        return self.num_text + self.num_target + self.num_context
-
-    def slices(self) -> dict[str, slice]:
-        text_end, target_end = self.num_text, self.num_text + self.num_target
-        return {"text": slice(0, text_end), "target": slice(text_end, target_end),
-                "context": slice(target_end, self.length)}
-
-
-def attention_maps(probs: torch.Tensor, layout: TokenLayout, row: int, col: int, head: int | None = None,
-                   sample: int = 0) -> dict[str, torch.Tensor]:
-    """Where the target token at (row, col) looks: its attention probabilities split by token kind.
-
-    probs: [B, H, L, L] from one block; head None averages the heads. Returns "text" [Lt],
-    "target" [rows, cols] and, with a context image, "context" [rows, cols]; together they sum to 1.
-    """
-    if probs.ndim != 4 or probs.shape[-1] != layout.length or probs.shape[-2] != layout.length:
-        raise ValueError(f"probs has shape {tuple(probs.shape)}; expected [batch, heads, {layout.length}, "
-                         f"{layout.length}] for {layout}")
-    rows, cols = layout.target_grid
-    if not (0 <= row < rows and 0 <= col < cols):
-        raise ValueError(f"target token (row {row}, col {col}) is outside the {rows}x{cols} target grid")
-    if head is not None and not 0 <= head < probs.shape[1]:
-        raise ValueError(f"head {head} does not exist: this block has heads 0..{probs.shape[1] - 1} (None = mean)")
-    per_head = probs[sample, :, layout.num_text + row * cols + col]  # [H, L]
-    weights = per_head.mean(dim=0) if head is None else per_head[head]  # [L]
-    parts = layout.slices()
-    maps = {"text": weights[parts["text"]], "target": weights[parts["target"]].reshape(rows, cols)}
-    if layout.context_grid is not None:
-        maps["context"] = weights[parts["context"]].reshape(layout.context_grid)
-    return maps
-
-
-def attention_shares(probs: torch.Tensor, layout: TokenLayout, sample: int = 0) -> dict[str, torch.Tensor]:
-    """Share of attention that target tokens give to text / target / context tokens, per head: {kind: [H]}."""
-    parts = layout.slices()
-    from_target = probs[sample, :, parts["target"]]  # [H, Ltarget, L]
-    return {kind: from_target[..., part].sum(dim=-1).mean(dim=-1) for kind, part in parts.items()
-            if part.stop > part.start}
-
-
-def plot_attention_maps(maps: dict[str, torch.Tensor], row: int, col: int, text_labels: list[str] | None = None,
-                        title: str = "", axes=None):
-    """Bars over text tokens, heat maps over the target and context grids; the query token is marked."""
-    kinds = [kind for kind in ("text", "target", "context") if kind in maps]
-    if axes is None:
-        _, axes = plt.subplots(1, len(kinds), figsize=(4.6 * len(kinds), 3.6),
-                               gridspec_kw=dict(width_ratios=[1.5] + [1] * (len(kinds) - 1)))
-    text = maps["text"].detach().float().cpu().numpy()
-    axes[0].bar(range(len(text)), text, color="#e08214")
-    axes[0].set_xticks(range(len(text)))
-    axes[0].set_xticklabels(text_labels or [str(i) for i in range(len(text))], rotation=70, fontsize=7)
-    axes[0].set_title(f"text tokens: {text.sum():.0%} of the attention", fontsize=10)
-    axes[0].set_ylabel("attention probability")
-    for ax, kind in zip(axes[1:], kinds[1:]):
-        grid = maps[kind].detach().float().cpu().numpy()
-        image = ax.imshow(grid, cmap="viridis")
-        plt.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
-        if grid.shape[0] > row and grid.shape[1] > col:
-            ax.add_patch(plt.Rectangle((col - 0.5, row - 0.5), 1, 1, fill=False, ec="red", lw=2))
-        ax.set_title(f"{kind} tokens: {grid.sum():.0%}", fontsize=10)
-        ax.set_xlabel("column")
-        ax.set_ylabel("row")
-    if title:
-        axes[0].figure.suptitle(title, fontsize=11)
-    axes[0].figure.tight_layout()
-    return axes
-
-
-# ----------------------------------------------------------------------------------------------
-# Parameters, FLOPs and LoRA targets (of any FluxTransformer2DModel, e.g. the full size on meta)
-
-BLOCK_LISTS = ("transformer_blocks", "single_transformer_blocks")  # diffusers' double and single blocks
-
-
-def parameters_per_module(model: nn.Module) -> dict[str, int]:
-    """Top-level module name -> parameter count (block lists summed over all their blocks)."""
-    counts = {}
-    for name, parameter in model.named_parameters():
-        top = name.split(".")[0]
-        counts[top] = counts.get(top, 0) + parameter.numel()
-    return counts
-
-
-def parameters_per_block_part(block: nn.Module) -> dict[str, int]:
-    """Inside one block: owning module (e.g. "attn.to_q", "norm1.linear") -> parameter count."""
-    counts = {}
-    for name, parameter in block.named_parameters():
-        owner = name.rsplit(".", 1)[0]
-        counts[owner] = counts.get(owner, 0) + parameter.numel()
-    return counts
-
-
-def block_linear_names(model: nn.Module) -> dict[str, list[str]]:
-    """The nn.Linear names inside each block kind, block index removed: the names LoRA targets."""
-    names = {kind: [] for kind in BLOCK_LISTS}
-    for name, module in model.named_modules():
-        match = re.fullmatch(r"(transformer_blocks|single_transformer_blocks)\.\d+\.(.+)", name)
-        if match and isinstance(module, nn.Linear) and match[2] not in names[match[1]]:
-            names[match[1]].append(match[2])
-    return names
-
-
-FLOP_CATEGORIES = ("attention (QKᵀ, AV)", "q/k/v/out projections", "MLP", "modulation", "embedders + head")
-_CATEGORY_OF_OWNER = (  # (pattern on the owning module's name inside a block, category)
-    (r"norm1(_context)?\.linear|norm\.linear", "modulation"),
-    (r"attn\..*", "q/k/v/out projections"),  # q, k, v, out and the QK RMSNorms
-    (r"ff(_context)?\..*|proj_mlp", "MLP"),
-)
-
-
-def parameters_by_category(model: nn.Module) -> dict[str, int]:
-    """Parameters of a FluxTransformer2DModel in the FLOP categories (attention itself has none).
-
-    A single block's proj_out reads [attention output; MLP hidden]: its first dim input
-    columns (and its bias) count as projections, the other mlp_dim columns as MLP.
-    """
-    counts = dict.fromkeys(FLOP_CATEGORIES, 0)
-    for name, parameter in model.named_parameters():
-        match = re.fullmatch(r"(?:transformer_blocks|single_transformer_blocks)\.\d+\.(.+)\.(weight|bias)", name)
-        if match is None:
-            counts["embedders + head"] += parameter.numel()
-        elif match[1] == "proj_out":
-            dim = parameter.shape[0]
-            counts["q/k/v/out projections"] += dim * dim if match[2] == "weight" else dim
-            counts["MLP"] += parameter.numel() - dim * dim if match[2] == "weight" else 0
-        else:
-            category = next(c for pattern, c in _CATEGORY_OF_OWNER if re.fullmatch(pattern, match[1]))
-            counts[category] += parameter.numel()
-    return counts
-
-
-def block_flops(config: TransformerConfig, kind: str, num_text: int, num_image: int) -> dict[str, int]:
-    """Matmul FLOPs (2 m n k each) of ONE block for one sample, by category.
-
-    kind "double" or "single"; num_image counts target plus context tokens. Norms, softmax,
-    GELU and RoPE (elementwise, a few FLOPs per value) are not counted.
-    """
-    d, mlp, seq = config.dim, config.mlp_dim, num_text + num_image
-    attention_core = 2 * (2 * seq * seq * d)  # QK^T and AV, summed over heads: H * Dh = dim
-    if kind == "double":
-        return {"attention (QKᵀ, AV)": attention_core,
-                "q/k/v/out projections": 2 * seq * d * 4 * d,  # each stream projects only its own tokens
-                "MLP": 2 * seq * (2 * d * mlp),
-                "modulation": 2 * (2 * d * 6 * d)}  # two streams, 6 vectors each, once per sample
-    if kind == "single":
-        return {"attention (QKᵀ, AV)": attention_core,
-                "q/k/v/out projections": 2 * seq * d * 4 * d,  # q, k, v + the attention columns of proj_out
-                "MLP": 2 * seq * (2 * d * mlp),  # proj_mlp + the MLP columns of proj_out
-                "modulation": 2 * d * 3 * d}
-    raise ValueError(f"kind must be 'double' or 'single', not {kind!r}")
-
-
-def outer_flops(config: TransformerConfig, num_text: int, num_image: int) -> int:
-    """Matmul FLOPs outside the blocks, one sample: input embedders, conditioning MLPs, output head."""
-    d = config.dim
-    embed = 2 * num_image * config.in_channels * d + 2 * num_text * config.text_dim * d
-    conditioning = 2 * (2 * config.timestep_channels * d + 2 * d * d) + 2 * config.pooled_dim * d + 2 * d * d
-    head = 2 * d * 2 * d + 2 * num_image * d * config.in_channels
-    return embed + conditioning + head
-
-
-def step_flops(config: TransformerConfig, num_text: int, num_image: int, batch: int = 1) -> dict[str, dict[str, int]]:
-    """FLOPs of one transformer call: {part: {category: flops}} for the double blocks, single blocks, the rest."""
-    double = block_flops(config, "double", num_text, num_image)
-    single = block_flops(config, "single", num_text, num_image)
-    return {
-        f"{config.num_double_blocks} double blocks": {k: batch * config.num_double_blocks * v for k, v in double.items()},
-        f"{config.num_single_blocks} single blocks": {k: batch * config.num_single_blocks * v for k, v in single.items()},
-        "embedders + head": {"embedders + head": batch * outer_flops(config, num_text, num_image)},
-    }
-
-
-def total_flops(breakdown: dict[str, dict[str, int]]) -> int:
-    return sum(sum(part.values()) for part in breakdown.values())
-
-
-def flops_by_category(breakdown: dict[str, dict[str, int]]) -> dict[str, int]:
-    totals = dict.fromkeys(FLOP_CATEGORIES, 0)
-    for part in breakdown.values():
-        for category, flops in part.items():
-            totals[category] += flops
-    return totals
-
-
-def measured_flops(model: nn.Module, inputs: dict) -> int:
-    """FLOPs torch.utils.flop_counter counts for one call of ``model(**inputs)`` (works on the meta device)."""
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(**inputs)
-    return counter.get_total_flops()
-
-
-CATEGORY_COLOURS = dict(zip(FLOP_CATEGORIES, ("#d7191c", "#fdae61", "#2c7bb6", "#abd9e9", "#999999")))
-
-
-def plot_flops(breakdowns: dict[str, dict[str, dict[str, int]]], ax=None):
-    """Stacked bars, one per setting (e.g. "text-to-image 1024²", "Kontext 1024²"), in TFLOPs per step."""
-    if ax is None:
-        _, ax = plt.subplots(figsize=(9.5, 0.8 + 0.7 * len(breakdowns)))
-    labels = list(breakdowns)
-    left = np.zeros(len(labels))
-    for category in FLOP_CATEGORIES:
-        values = np.array([flops_by_category(b)[category] / 1e12 for b in breakdowns.values()])
-        ax.barh(labels, values, left=left, color=CATEGORY_COLOURS[category], label=category)
-        left += values
-    for y, total in enumerate(left):
-        ax.text(total, y, f" {total:.0f}", va="center", fontsize=9)
-    ax.set_xlabel("TFLOPs per transformer call (matmuls, batch 1)")
-    ax.set_xlim(0, left.max() * 1.12)
-    ax.invert_yaxis()
-    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    ax.figure.tight_layout()
-    return ax
-
-
-def plot_parameters_vs_flops(parameters: dict[str, int], flops: dict[str, int], ax=None):
-    """Two stacked 100% bars in the same categories: where the weights are, where the compute goes."""
-    if ax is None:
-        _, ax = plt.subplots(figsize=(9.5, 2.2))
-    rows = {"parameters": parameters, "FLOPs of one step": flops}
-    for y, values in enumerate(rows.values()):
-        total, left = sum(values.values()), 0.0
-        for category in FLOP_CATEGORIES:
-            share = values.get(category, 0) / total
-            ax.barh(y, share, left=left, color=CATEGORY_COLOURS[category], label=category if y == 0 else None)
-            if share > 0.04:
-                ax.text(left + share / 2, y, f"{share:.0%}", ha="center", va="center", fontsize=8)
-            left += share
-    ax.set_yticks(range(len(rows)))
-    ax.set_yticklabels(list(rows))
-    ax.set_xlim(0, 1)
-    ax.invert_yaxis()
-    ax.set_xlabel("share")
-    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    ax.figure.tight_layout()
-    return ax
-
-
-def plot_joint_attention(probs: torch.Tensor, layout: TokenLayout, head: int | None = None, sample: int = 0, ax=None):
-    """The full [L, L] attention matrix of one block (rows: queries, columns: keys), blocks of token kinds marked."""
-    matrix = probs[sample].mean(dim=0) if head is None else probs[sample, head]  # [L, L]
-    if ax is None:
-        _, ax = plt.subplots(figsize=(5.6, 5))
-    image = ax.imshow(matrix.detach().float().cpu().numpy(), cmap="magma")
-    plt.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
-    parts = {kind: part for kind, part in layout.slices().items() if part.stop > part.start}
-    for part in list(parts.values())[1:]:
-        ax.axhline(part.start - 0.5, color="white", lw=1)
-        ax.axvline(part.start - 0.5, color="white", lw=1)
-    centres = [(part.start + part.stop - 1) / 2 for part in parts.values()]
-    ax.set_xticks(centres)
-    ax.set_xticklabels(list(parts))
-    ax.set_yticks(centres)
-    ax.set_yticklabels(list(parts), rotation=90, va="center")
-    ax.set_xlabel("key (looked at)")
-    ax.set_ylabel("query (looking)")
-    return ax
 
 
 # ----------------------------------------------------------------------------------------------

@@ -16,12 +16,13 @@ from kontext_teach.packing import (  # noqa: E402
     draw_flops, draw_packing, draw_sequence_costs, edit_sequence, format_resolution_table, latent_size,
     pack_latents, pack_with_pixel_unshuffle, patch_embed_as_conv, preferred_resolution_table,
     token_feature_sources, unpack_latents)
+from kontext_teach.position_ids import token_grid  # noqa: E402
 from kontext_teach.transformer import TransformerConfig  # noqa: E402
 
 
 def num_image_tokens(height, width):
-    latent_height, latent_width = latent_size(height, width)
-    return (latent_height // 2) * (latent_width // 2)
+    rows, cols = token_grid(height, width)
+    return rows * cols
 
 # (batch, channels, latent height, latent width): square, non-square both ways, tiny, large, odd channels
 SHAPES = [(1, 16, 2, 2), (2, 16, 8, 12), (3, 16, 12, 8), (1, 16, 88, 128), (2, 4, 6, 10), (1, 1, 4, 4),

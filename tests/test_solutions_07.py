@@ -10,6 +10,7 @@ from kontext_teach import full_size
 from kontext_teach import transformer as T
 from kontext_teach.position_ids import kontext_image_ids, latent_grid_ids, text_ids
 from kontext_teach.solutions import s07_transformer_forward as S
+from kontext_teach.transformer_costs import measured_flops
 
 
 # Exercise 1
@@ -78,7 +79,7 @@ def measured_call_flops(model, config, num_text, grid, with_context):
                       encoder_hidden_states=torch.empty(1, num_text, config.text_dim),
                       pooled_projections=torch.empty(1, config.pooled_dim), timestep=torch.ones(1),
                       guidance=torch.ones(1))
-    return T.measured_flops(model, dict(inputs, img_ids=ids.to("meta"), txt_ids=text_ids(num_text).to("meta")))
+    return measured_flops(model, dict(inputs, img_ids=ids.to("meta"), txt_ids=text_ids(num_text).to("meta")))
 
 
 @pytest.mark.parametrize("height, width, num_text", [(64, 64, 8), (96, 32, 16), (128, 80, 4)])

@@ -5,10 +5,13 @@ import copy
 import matplotlib
 import pytest
 import torch
-from diffusers.models.embeddings import apply_rotary_emb, get_timestep_embedding
+from diffusers.models.embeddings import get_timestep_embedding
 
 from kontext_teach import full_size
 from kontext_teach import transformer as T
+from kontext_teach import transformer_costs as costs
+from kontext_teach.attention_maps import (TokenLayout, attention_maps, attention_shares, plot_attention_maps,
+                                          plot_joint_attention)
 from kontext_teach.position_ids import kontext_image_ids, latent_grid_ids, text_ids
 
 matplotlib.use("Agg")
@@ -80,15 +83,6 @@ def test_norms_match_torch(shape):
         ours.weight.uniform_(0.5, 1.5)
         theirs.weight.copy_(ours.weight)
     assert_close(ours(x), theirs(x))
-
-
-@pytest.mark.parametrize("target_grid, context_grid, num_text", [((2, 3), None, 4), ((3, 3), (2, 4), 6)])
-def test_apply_rope_matches_diffusers(reference, target_grid, context_grid, num_text):
-    ids = torch.cat([text_ids(num_text), image_ids(target_grid, context_grid)])
-    cos, sin = reference.pos_embed(ids)
-    x = torch.randn(2, 4, ids.shape[0], 16)  # [B, H, L, Dh]
-    assert_close(T.apply_rope(x, cos, sin), apply_rotary_emb(x, (cos, sin), sequence_dim=2))
-    assert_close(T.apply_rope(x, *T.rotary_tables(ids, (4, 6, 6))), apply_rotary_emb(x, (cos, sin), sequence_dim=2))
 
 
 @pytest.mark.parametrize("shape", [(1, 2, 5, 8), (3, 4, 9, 16)])
@@ -324,17 +318,17 @@ def test_bad_inputs_get_clear_errors(ours, change, message):
 
 
 def test_attention_maps_index_the_right_tokens():
-    layout = T.TokenLayout(num_text=3, target_grid=(2, 3), context_grid=(3, 2))
+    layout = TokenLayout(num_text=3, target_grid=(2, 3), context_grid=(3, 2))
     probs = torch.zeros(1, 2, layout.length, layout.length)
     query = layout.num_text + 1 * 3 + 2  # target token at row 1, col 2
     probs[0, 0, query, layout.num_text + layout.num_target + 2 * 2 + 1] = 0.75  # context row 2, col 1
     probs[0, 0, query, 1] = 0.25  # text token 1
     probs[0, 1, query, layout.num_text + 0 * 3 + 1] = 1.0  # head 1: target row 0, col 1
-    maps = T.attention_maps(probs, layout, row=1, col=2, head=0)
+    maps = attention_maps(probs, layout, row=1, col=2, head=0)
     assert maps["context"][2, 1] == 0.75 and maps["context"].sum() == 0.75
     assert maps["text"].tolist() == [0, 0.25, 0]
     assert maps["target"].sum() == 0
-    mean = T.attention_maps(probs, layout, row=1, col=2)
+    mean = attention_maps(probs, layout, row=1, col=2)
     assert mean["target"][0, 1] == 0.5 and mean["context"][2, 1] == 0.375
 
 
@@ -343,11 +337,11 @@ def test_attention_maps_and_shares_of_the_model_sum_to_one(ours, context_grid):
     inputs = model_inputs(ours.config, 1, 6, (3, 2), context_grid)
     with torch.no_grad():
         _, probs = ours(**inputs, return_attention=True)
-    layout = T.TokenLayout(6, (3, 2), context_grid)
-    maps = T.attention_maps(probs[2], layout, row=2, col=1, head=3)
+    layout = TokenLayout(6, (3, 2), context_grid)
+    maps = attention_maps(probs[2], layout, row=2, col=1, head=3)
     assert set(maps) == ({"text", "target", "context"} if context_grid else {"text", "target"})
     assert abs(sum(m.sum().item() for m in maps.values()) - 1) < 1e-5
-    shares = T.attention_shares(probs[0], layout)
+    shares = attention_shares(probs[0], layout)
     assert_close(sum(shares.values()), torch.ones(ours.config.num_heads))
 
 
@@ -356,14 +350,14 @@ def test_attention_maps_and_shares_of_the_model_sum_to_one(ours, context_grid):
     (dict(row=0, col=0, head=4), r"heads 0..3"),
 ])
 def test_attention_maps_reject_bad_queries(kwargs, message):
-    layout = T.TokenLayout(2, (2, 3), (2, 2))
+    layout = TokenLayout(2, (2, 3), (2, 2))
     with pytest.raises(ValueError, match=message):
-        T.attention_maps(torch.rand(1, 4, layout.length, layout.length), layout, **kwargs)
+        attention_maps(torch.rand(1, 4, layout.length, layout.length), layout, **kwargs)
 
 
 def test_attention_maps_reject_probabilities_of_another_layout():
     with pytest.raises(ValueError, match="expected"):
-        T.attention_maps(torch.rand(1, 4, 9, 9), T.TokenLayout(2, (2, 3), (2, 2)), 0, 0)
+        attention_maps(torch.rand(1, 4, 9, 9), TokenLayout(2, (2, 3), (2, 2)), 0, 0)
 
 
 # ---------------------------------------------------------------------------------------------- costs
@@ -372,8 +366,8 @@ def test_attention_maps_reject_probabilities_of_another_layout():
 @pytest.mark.parametrize("batch, num_text, target_grid, context_grid", SHAPES)
 def test_flop_formula_matches_the_flop_counter(ours, batch, num_text, target_grid, context_grid):
     inputs = model_inputs(ours.config, batch, num_text, target_grid, context_grid)
-    expected = T.total_flops(T.step_flops(ours.config, num_text, inputs["img_ids"].shape[0], batch))
-    assert T.measured_flops(ours, inputs) == expected
+    expected = costs.total_flops(costs.step_flops(ours.config, num_text, inputs["img_ids"].shape[0], batch))
+    assert costs.measured_flops(ours, inputs) == expected
 
 
 @pytest.mark.parametrize("batch, num_text, target_grid, context_grid", SHAPES[:2])
@@ -383,8 +377,8 @@ def test_flop_formula_matches_diffusers_model_on_meta(reference, batch, num_text
         model = type(reference)(**reference.config)
     config = T.TransformerConfig.from_diffusers(reference.config)
     inputs = {k: v.to("meta") for k, v in model_inputs(config, batch, num_text, target_grid, context_grid).items()}
-    expected = T.total_flops(T.step_flops(config, num_text, inputs["img_ids"].shape[0], batch))
-    assert T.measured_flops(model, inputs) == expected
+    expected = costs.total_flops(costs.step_flops(config, num_text, inputs["img_ids"].shape[0], batch))
+    assert costs.measured_flops(model, inputs) == expected
 
 
 def test_flop_formula_matches_full_size_kontext_at_1024():
@@ -393,30 +387,30 @@ def test_flop_formula_matches_full_size_kontext_at_1024():
     with torch.device("meta"):
         inputs = model_inputs(config, 1, 512, (64, 64), (64, 64))
     inputs = {k: v.to("meta") for k, v in inputs.items()}
-    breakdown = T.step_flops(config, 512, 8192)
-    assert T.measured_flops(model, inputs) == T.total_flops(breakdown)
-    by_category = T.flops_by_category(breakdown)
-    assert sum(by_category.values()) == T.total_flops(breakdown)
-    assert by_category["modulation"] < 1e-3 * T.total_flops(breakdown)
+    breakdown = costs.step_flops(config, 512, 8192)
+    assert costs.measured_flops(model, inputs) == costs.total_flops(breakdown)
+    by_category = costs.flops_by_category(breakdown)
+    assert sum(by_category.values()) == costs.total_flops(breakdown)
+    assert by_category["modulation"] < 1e-3 * costs.total_flops(breakdown)
 
 
 def test_block_flops_rejects_an_unknown_kind():
     with pytest.raises(ValueError, match="'double' or 'single'"):
-        T.block_flops(T.TransformerConfig(), "cross", 10, 10)
+        costs.block_flops(T.TransformerConfig(), "cross", 10, 10)
 
 
 def test_parameter_counts_of_the_full_size_model():
     model = full_size.meta_components()["transformer"]
-    per_module = T.parameters_per_module(model)
+    per_module = costs.parameters_per_module(model)
     assert sum(per_module.values()) == 11_901_408_320
     config = T.TransformerConfig()
     for kind, count, index in (("transformer_blocks", 19, 0), ("single_transformer_blocks", 38, 5)):
-        parts = T.parameters_per_block_part(getattr(model, kind)[index])
+        parts = costs.parameters_per_block_part(getattr(model, kind)[index])
         assert sum(parts.values()) * count == per_module[kind]
-    double = T.parameters_per_block_part(model.transformer_blocks[0])
+    double = costs.parameters_per_block_part(model.transformer_blocks[0])
     assert double["norm1.linear"] == config.dim * 6 * config.dim + 6 * config.dim
     assert double["attn.norm_q"] == config.head_dim
-    single = T.parameters_per_block_part(model.single_transformer_blocks[0])
+    single = costs.parameters_per_block_part(model.single_transformer_blocks[0])
     assert single["proj_out"] == (config.dim + config.mlp_dim) * config.dim + config.dim
     with torch.device("meta"):
         scratch = T.KontextTransformer(config)
@@ -427,7 +421,7 @@ def test_parameter_counts_of_the_full_size_model():
 def test_parameters_by_category_split_the_full_size_model():
     model = full_size.meta_components()["transformer"]
     config = T.TransformerConfig()
-    counts = T.parameters_by_category(model)
+    counts = costs.parameters_by_category(model)
     d, mlp = config.dim, config.mlp_dim
     assert sum(counts.values()) == 11_901_408_320
     assert counts["attention (QKᵀ, AV)"] == 0
@@ -439,7 +433,7 @@ def test_parameters_by_category_split_the_full_size_model():
 
 
 def test_block_linear_names_are_the_lora_targets(reference):
-    names = T.block_linear_names(reference)
+    names = costs.block_linear_names(reference)
     assert sorted(names["transformer_blocks"]) == sorted([
         "norm1.linear", "norm1_context.linear", "attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0",
         "attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj", "attn.to_add_out", "ff.net.0.proj", "ff.net.2",
@@ -456,16 +450,16 @@ def test_pictures_draw(reference, ours):
 
     fig = T.draw_block_diagram()
     assert len(fig.axes) == 2
-    layout = T.TokenLayout(4, (2, 3), (3, 2))
+    layout = TokenLayout(4, (2, 3), (3, 2))
     with torch.no_grad():
         _, probs = ours(**model_inputs(ours.config, 1, 4, (2, 3), (3, 2)), return_attention=True)
-    axes = T.plot_attention_maps(T.attention_maps(probs[0], layout, 1, 1), 1, 1, [f"t{i}" for i in range(4)])
+    axes = plot_attention_maps(attention_maps(probs[0], layout, 1, 1), 1, 1, [f"t{i}" for i in range(4)])
     assert len(axes) == 3
-    ax = T.plot_joint_attention(probs[2], layout, head=1)
+    ax = plot_joint_attention(probs[2], layout, head=1)
     assert [t.get_text() for t in ax.get_xticklabels()] == ["text", "target", "context"]
-    breakdown = T.step_flops(ours.config, 4, 12)
-    ax = T.plot_flops({"a": breakdown, "b": T.step_flops(ours.config, 4, 6)})
-    assert len(ax.patches) == 2 * len(T.FLOP_CATEGORIES)
-    ax = T.plot_parameters_vs_flops(T.parameters_by_category(reference), T.flops_by_category(breakdown))
-    assert len(ax.patches) == 2 * len(T.FLOP_CATEGORIES)
+    breakdown = costs.step_flops(ours.config, 4, 12)
+    ax = costs.plot_flops({"a": breakdown, "b": costs.step_flops(ours.config, 4, 6)})
+    assert len(ax.patches) == 2 * len(costs.FLOP_CATEGORIES)
+    ax = costs.plot_parameters_vs_flops(costs.parameters_by_category(reference), costs.flops_by_category(breakdown))
+    assert len(ax.patches) == 2 * len(costs.FLOP_CATEGORIES)
     plt.close("all")

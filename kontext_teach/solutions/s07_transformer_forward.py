@@ -3,7 +3,9 @@
 import torch
 from torch import nn
 
-from ..transformer import TransformerConfig, layer_norm, step_flops, total_flops
+from ..schedule import target_tokens
+from ..transformer import TransformerConfig, layer_norm
+from ..transformer_costs import step_flops, total_flops
 
 
 # Exercise 1: diffusers' output norm splits (scale, shift), BFL's LastLayer splits (shift, scale).
@@ -40,9 +42,7 @@ def lora_parameter_count(model: nn.Module, target_modules: list[str], rank: int)
 # Exercise 3: what the context image costs.
 def context_flops_ratio(config: TransformerConfig, height: int, width: int, num_text: int = 512) -> float:
     """FLOPs of one Kontext call (target + context image of the same size) / one text-to-image call."""
-    if height % 16 or width % 16:
-        raise ValueError(f"{height}x{width}: image sides must be multiples of 16 (8 for the VAE x 2 for packing)")
-    tokens = (height // 16) * (width // 16)
+    tokens = target_tokens(height, width)  # raises unless both sides are multiples of 16
     kontext = total_flops(step_flops(config, num_text, 2 * tokens))
     text_to_image = total_flops(step_flops(config, num_text, tokens))
     return kontext / text_to_image

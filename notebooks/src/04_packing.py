@@ -366,7 +366,7 @@ print("no height/width at all ->", output_size())
 # Quadratic does not mean dominant. In every block each token passes through 12·D² weights
 # (q, k, v, out: 4·D²; the MLP D → 4D → D: 8·D²), 24·D² FLOPs, while attention costs 4·L·D FLOPs
 # per token (QKᵀ and AV). Attention's share is about L / (L + 6·D): with D = 3072 it reaches half
-# only at L = 18,432 tokens. The FLOP counts come from `kontext_teach.transformer.step_flops`
+# only at L = 18,432 tokens. The FLOP counts come from `kontext_teach.transformer_costs.step_flops`
 # (`07_transformer_forward` checks them against `torch.utils.flop_counter`).
 
 # %%

@@ -41,7 +41,11 @@ from PIL import Image, ImageDraw
 
 from kontext_teach import full_size
 from kontext_teach import transformer as T
+from kontext_teach import transformer_costs as costs
+from kontext_teach.attention_maps import (TokenLayout, attention_maps, attention_shares, plot_attention_maps,
+                                          plot_joint_attention)
 from kontext_teach.position_ids import kontext_image_ids, latent_grid_ids, text_ids
+from kontext_teach.rope import rope_tables
 
 pipe = kt.load_pipeline()
 reference = pipe.transformer  # diffusers' FluxTransformer2DModel: the embedded miniature
@@ -250,13 +254,13 @@ for ours_name, theirs_name in T.DoubleStreamBlock.diffusers_names().items():
 
 # %% [markdown]
 # Check one block on the real inputs of the first block: the embedded tokens, temb and the RoPE
-# tables (from diffusers' `FluxPosEmbed`, taught in `05_position_ids_rope`). Both outputs,
-# image and **text**, must match: the text stream is changed by the block.
+# tables (`rope_tables`, built in `05_position_ids_rope` and equal to diffusers' `FluxPosEmbed`).
+# Both outputs, image and **text**, must match: the text stream is changed by the block.
 
 # %%
 with torch.no_grad():
     txt_tokens = reference.context_embedder(prompt_embeds)  # [1, 16, dim]
-    rope = T.rotary_tables(torch.cat([txt_ids, inputs["img_ids"]]), config.axes_dims_rope)  # 2 x [128, 16]
+    rope = rope_tables(torch.cat([txt_ids, inputs["img_ids"]]), config.axes_dims_rope)  # 2 x [128, 16]
     double_block = T.DoubleStreamBlock(config)
     T.load_diffusers_weights(double_block, reference.transformer_blocks[0].state_dict())
     img_out, txt_out, block_probs = double_block(img_tokens, txt_tokens, temb, rope)
@@ -273,8 +277,8 @@ print("text stream changed by the block:", not torch.equal(txt_out, txt_tokens))
 # all; here every block of the matrix is in use, and every row sums to 1 over all three kinds.
 
 # %%
-layout = T.TokenLayout(num_text=num_text, target_grid=target_grid, context_grid=context_grid)
-ax = T.plot_joint_attention(block_probs, layout)
+layout = TokenLayout(num_text=num_text, target_grid=target_grid, context_grid=context_grid)
+ax = plot_joint_attention(block_probs, layout)
 ax.set_title("double block 0: one softmax over [text; target; context]", fontsize=10)
 plt.show()
 print("row sums:", round(block_probs.sum(-1).min().item(), 4), "to", round(block_probs.sum(-1).max().item(), 4))
@@ -410,9 +414,9 @@ t5_ids = pipe.tokenizer_2(prompt, padding="max_length", max_length=num_text, tru
 token_labels = pipe.tokenizer_2.convert_ids_to_tokens(t5_ids)
 print(len(probs), "blocks, each", tuple(probs[0].shape), "| text tokens:", token_labels[:8], "...")
 
-maps = T.attention_maps(probs[0], layout, row=3, col=2)  # mean over heads
+maps = attention_maps(probs[0], layout, row=3, col=2)  # mean over heads
 print("attention of target token (3, 2) sums to", round(sum(m.sum().item() for m in maps.values()), 4))
-T.plot_attention_maps(maps, 3, 2, token_labels, title="double block 0, mean over heads, target token (row 3, col 2)")
+plot_attention_maps(maps, 3, 2, token_labels, title="double block 0, mean over heads, target token (row 3, col 2)")
 plt.show()
 
 # %% [markdown]
@@ -423,7 +427,7 @@ plt.show()
 fig, axes = plt.subplots(1, len(probs), figsize=(3 * len(probs), 2.6), sharey=True)
 colours = {"text": "#e08214", "target": "#4575b4", "context": "#91bfdb"}
 for ax, block_probs_i, name in zip(axes, probs, block_names):
-    shares = T.attention_shares(block_probs_i, layout)  # {kind: [heads]}
+    shares = attention_shares(block_probs_i, layout)  # {kind: [heads]}
     bottom = torch.zeros(config.num_heads)
     for kind, share in shares.items():
         ax.bar(range(config.num_heads), share, bottom=bottom, color=colours[kind], label=kind)
@@ -442,8 +446,8 @@ plt.show()
 def show_attention(block: int = 0, head="mean", row: int = 3, col: int = 2):
     """Draw attention_maps() for one block, head and target token (a thin wrapper for the widget)."""
     head_index = None if head == "mean" else int(head)
-    chosen = T.attention_maps(probs[block], layout, row, col, head=head_index)
-    T.plot_attention_maps(chosen, row, col, token_labels, title=f"{block_names[block]}, head {head}, "
+    chosen = attention_maps(probs[block], layout, row, col, head=head_index)
+    plot_attention_maps(chosen, row, col, token_labels, title=f"{block_names[block]}, head {head}, "
                                                                 f"target token (row {row}, col {col})")
     plt.show()
 
@@ -475,11 +479,11 @@ T.load_diffusers_weights(ours_full, full.state_dict())  # every name and every s
 print(f"our KontextTransformer: {sum(p.numel() for p in ours_full.parameters()):,} parameters, names and shapes fit")
 
 print("\nper module:")
-for name, count in T.parameters_per_module(full).items():
+for name, count in costs.parameters_per_module(full).items():
     print(f"  {name:<27} {count:>15,}  {count / total:6.1%}")
 for kind, count in (("transformer_blocks", full_config.num_double_blocks),
                     ("single_transformer_blocks", full_config.num_single_blocks)):
-    parts = T.parameters_per_block_part(getattr(full, kind)[0])
+    parts = costs.parameters_per_block_part(getattr(full, kind)[0])
     print(f"\none of the {count} {kind}: {sum(parts.values()):,}")
     for name, n in parts.items():
         if n > 1000:  # the QK RMSNorms have 128 weights each
@@ -495,20 +499,20 @@ for kind, count in (("transformer_blocks", full_config.num_double_blocks),
 # (where attention decomposes into counted matmuls) must give the same number, to the FLOP.
 
 # %%
-kontext_1024 = T.step_flops(full_config, num_text=512, num_image=4096 + 4096)
+kontext_1024 = costs.step_flops(full_config, num_text=512, num_image=4096 + 4096)
 kontext_tokens = {"hidden_states": (1, 8192, 64), "encoder_hidden_states": (1, 512, 4096), "pooled_projections": (1, 768)}
 with torch.device("meta"):
     meta_inputs = {name: torch.empty(shape) for name, shape in kontext_tokens.items()}
     meta_inputs.update(timestep=torch.ones(1), guidance=torch.ones(1))
 meta_inputs.update(img_ids=kontext_image_ids((64, 64), (64, 64)).to("meta"), txt_ids=text_ids(512).to("meta"))
-measured = T.measured_flops(full, meta_inputs)
-print(f"formula {T.total_flops(kontext_1024):,} FLOPs | FlopCounterMode on diffusers' model {measured:,}")
-assert measured == T.total_flops(kontext_1024)
+measured = costs.measured_flops(full, meta_inputs)
+print(f"formula {costs.total_flops(kontext_1024):,} FLOPs | FlopCounterMode on diffusers' model {measured:,}")
+assert measured == costs.total_flops(kontext_1024)
 
 for part, categories in kontext_1024.items():
     print(f"\n{part}: {sum(categories.values()) / 1e12:.1f} TFLOPs")
     for category, flops in categories.items():
-        print(f"  {category:<24} {flops / 1e12:7.2f} TFLOPs  {flops / T.total_flops(kontext_1024):6.1%}")
+        print(f"  {category:<24} {flops / 1e12:7.2f} TFLOPs  {flops / costs.total_flops(kontext_1024):6.1%}")
 
 # %% [markdown]
 # The same count for three settings. Kontext's context image doubles the image tokens: every
@@ -516,15 +520,15 @@ for part, categories in kontext_1024.items():
 
 # %%
 settings = {
-    "text-to-image 1024²": T.step_flops(full_config, 512, 4096),
-    "Kontext 512²": T.step_flops(full_config, 512, 1024 + 1024),
+    "text-to-image 1024²": costs.step_flops(full_config, 512, 4096),
+    "Kontext 512²": costs.step_flops(full_config, 512, 1024 + 1024),
     "Kontext 1024²": kontext_1024,
 }
-T.plot_flops(settings)
+costs.plot_flops(settings)
 plt.show()
 for name, breakdown in settings.items():
-    share = T.flops_by_category(breakdown)["attention (QKᵀ, AV)"] / T.total_flops(breakdown)
-    print(f"{name:<20} {T.total_flops(breakdown) / 1e12:6.1f} TFLOPs, attention {share:.0%}")
+    share = costs.flops_by_category(breakdown)["attention (QKᵀ, AV)"] / costs.total_flops(breakdown)
+    print(f"{name:<20} {costs.total_flops(breakdown) / 1e12:6.1f} TFLOPs, attention {share:.0%}")
 
 # %% [markdown]
 # **Parameters are not FLOPs.** The AdaLN modulation Linears hold more than a quarter of the
@@ -533,9 +537,9 @@ for name, breakdown in settings.items():
 # inference forward at 1024² in bf16 on an H200, about 165 TFLOPs / 0.46 s ≈ 360 TFLOP/s.
 
 # %%
-T.plot_parameters_vs_flops(T.parameters_by_category(full), T.flops_by_category(kontext_1024))
+costs.plot_parameters_vs_flops(costs.parameters_by_category(full), costs.flops_by_category(kontext_1024))
 plt.show()
-for category, count in T.parameters_by_category(full).items():
+for category, count in costs.parameters_by_category(full).items():
     print(f"{category:<24} {count:>15,} parameters")
 
 # %% [markdown]
@@ -546,7 +550,7 @@ for category, count in T.parameters_by_category(full).items():
 # a target that hits one layer more than intended.
 
 # %%
-for kind, linear_names in T.block_linear_names(full).items():
+for kind, linear_names in costs.block_linear_names(full).items():
     print(f"{kind}: {', '.join(linear_names)}")
 print("attn.to_q layers:", sum(name.endswith(".attn.to_q") for name, _ in full.named_modules()))
 
