@@ -7,8 +7,10 @@ LAB_ARGS ?=
 # Jupyter refuses to run as root without this (containers, CI).
 AS_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 NB ?= notebooks/*.ipynb
-# Nothing may touch the network while the series is tested or built.
-OFFLINE := KONTEXT_TEACH_OFFLINE=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+# Nothing may touch the network while the series is tested or built. One thread per process:
+# the miniature's matrices are tiny, and on 2 cores one thread runs the tests several times faster.
+THREADS ?= 1
+OFFLINE := KONTEXT_TEACH_OFFLINE=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=$(THREADS)
 NBVAL := --nbval --nbval-current-env --nbval-cell-timeout=300 --nbval-sanitize-with tests/sanitize.cfg
 
 .PHONY: setup lab test unit nbval book execute embedded clean

@@ -34,7 +34,7 @@ class EditPair:
 
 def check_pair(pair: EditPair) -> None:
     """Raise PairDataError if the pair cannot be trained on as it is."""
-    where = pair.name or "pair"
+    where = getattr(pair, "name", "") or "pair"
     if not pair.instruction or not pair.instruction.strip():
         raise PairDataError(f"{where}: empty instruction; every pair needs the edit it shows, in words")
     if pair.source.size != pair.target.size:

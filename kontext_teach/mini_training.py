@@ -380,6 +380,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     net.add_argument("--double-blocks", type=int, default=2, help="double-stream blocks (FLUX: 19)")
     net.add_argument("--single-blocks", type=int, default=3, help="single-stream blocks (FLUX: 38)")
     net.add_argument("--rope-axes", default="4,6,6", help="RoPE dims (virtual time, row, column); sum = head dim")
+    net.add_argument("--transformer", type=pathlib.Path, default=None,
+                     help="continue training this transformer folder (e.g. OUT/transformer of an earlier run; its "
+                          "training_record.json is kept in the new record) instead of starting from random weights")
     net.add_argument("--minutes", type=float, default=14.0, help="time budget (0: none)")
     net.add_argument("--steps", type=int, default=None, help="step limit")
     net.add_argument("--batch", type=int, default=32, help="pairs per step")
@@ -468,12 +471,19 @@ def run(args) -> dict:
         f"{data.targets.shape[1]} target + {data.sources.shape[1]} context tokens, {data.prompt_embeds.shape[0]} "
         f"instructions of {data.prompt_embeds.shape[1]} T5 tokens; latent std {data.targets.std().item():.3f}")
 
-    torch.manual_seed(args.seed)
-    config = transformer_config(heads=args.heads, head_dim=args.head_dim, double_blocks=args.double_blocks,
-                                single_blocks=args.single_blocks, rope_axes=_ints(args.rope_axes),
-                                text_dim=base.text_encoder_2.config.d_model,
-                                pooled_dim=base.text_encoder.config.hidden_size)
-    transformer = FluxTransformer2DModel(**config).to(device)
+    continued_from = None
+    if args.transformer:  # continue an earlier run's (EMA) transformer
+        transformer = FluxTransformer2DModel.from_pretrained(args.transformer, dtype=torch.float32).to(device)
+        earlier = args.transformer.parent / "training_record.json"
+        continued_from = json.loads(earlier.read_text()) if earlier.is_file() else str(args.transformer)
+        log(f"continuing the transformer of {args.transformer}")
+    else:
+        torch.manual_seed(args.seed)
+        config = transformer_config(heads=args.heads, head_dim=args.head_dim, double_blocks=args.double_blocks,
+                                    single_blocks=args.single_blocks, rope_axes=_ints(args.rope_axes),
+                                    text_dim=base.text_encoder_2.config.d_model,
+                                    pooled_dim=base.text_encoder.config.hidden_size)
+        transformer = FluxTransformer2DModel(**config).to(device)
     log(f"transformer: {count_parameters(transformer) / 1e6:.2f} M parameters, hidden "
         f"{args.heads * args.head_dim}, {args.double_blocks} double + {args.single_blocks} single blocks")
     ema, history = train_transformer(
@@ -491,7 +501,8 @@ def run(args) -> dict:
     record = {"args": {k: (str(v) if isinstance(v, pathlib.Path) else v) for k, v in vars(args).items()},
               "device": str(device), "vae": vae_record, "transformer_history": history,
               "transformer_parameters": count_parameters(ema), "max_sequence_length": args.text_length,
-              "weights_mb": round(megabytes, 2), "folder_mb": round(folder_megabytes, 2)}
+              "weights_mb": round(megabytes, 2), "folder_mb": round(folder_megabytes, 2),
+              "continued_from": continued_from}
     if args.eval_pairs:
         phase = time.perf_counter()
         saved = load_pipeline(args.out, device=str(device), dtype=torch.float32)

@@ -4,11 +4,14 @@
     python -m kontext_teach.train --model /models/FLUX.1-Kontext-dev --data my_pairs/ \\
         --output runs/real --rank 16 --gradient-checkpointing --steps 1000
     accelerate launch --num_processes 2 -m kontext_teach.train --data my_pairs/ --output runs/ddp
+    torchrun --nproc_per_node 2 -m kontext_teach.train --data my_pairs/ --output runs/ddp   (also on CPUs)
 
 The dataset folder holds images and a pairs.jsonl (or pairs.csv) with the fields source,
 target and instruction (see kontext_teach.edit_pairs). The LoRA is written as
 OUTPUT/pytorch_lora_weights.safetensors, which a stock diffusers FluxKontextPipeline loads
 with `pipe.load_lora_weights(OUTPUT)`. Interrupted? Run the same command with --resume.
+With N processes each step draws N x batch-size pairs and every process trains on its share:
+the result equals one process with N times the batch (tests/test_lora_data_parallel.py).
 """
 
 import argparse

@@ -30,8 +30,11 @@ def test_t5_tokenizer_has_t5s_id_layout(pipe):
                                           ("tokenizer_2", build_embedded.build_t5_tokenizer)])
 def test_build_reproduces_the_shipped_tokenizers(tmp_path, name, build):
     build().save_pretrained(tmp_path)
+    # padding and truncation are the state the tokenizer was last called with, not what it is
+    runtime = ("padding", "truncation")
     shipped = json.loads((EMBEDDED_MODEL_DIR / name / "tokenizer.json").read_text())
-    assert json.loads((tmp_path / "tokenizer.json").read_text()) == shipped
+    built = json.loads((tmp_path / "tokenizer.json").read_text())
+    assert {k: v for k, v in built.items() if k not in runtime} == {k: v for k, v in shipped.items() if k not in runtime}
 
 
 def test_build_reproduces_the_shipped_frozen_text_encoders(tmp_path):

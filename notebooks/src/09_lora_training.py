@@ -88,7 +88,7 @@ print(f"base model, old edits: edit accuracy {before_old.row('model').edit_accur
 # we write toy pairs in that format: new-edit pairs, plus as many old-edit pairs for replay.
 
 # %%
-count = 512 if on_gpu else 48
+count = 512 if on_gpu else 128
 new_train = toy_world.make_pairs("train", count, families=["flip_upside_down"])
 old_train = toy_world.make_pairs("train", count, start=10_000)
 workdir = pathlib.Path(tempfile.mkdtemp(prefix="kontext-lora-"))
@@ -113,8 +113,8 @@ plt.show()
 # mechanics (the loss falls, only LoRA weights change) rather than a finished LoRA.
 
 # %%
-config = TrainConfig(steps=1500 if on_gpu else 60, batch_size=32 if on_gpu else 4, learning_rate=1e-3, rank=16,
-                     targets="all-linear", max_sequence_length=tokens, checkpoint_every=20, seed=0)
+config = TrainConfig(steps=1500 if on_gpu else 300, batch_size=32 if on_gpu else 8, learning_rate=1e-3, rank=16,
+                     targets="all-linear", max_sequence_length=tokens, checkpoint_every=100, seed=0)
 cache = cache_pairs(pipe, pairs, config.max_sequence_length)
 base_weights = {name: p.detach().clone() for name, p in pipe.transformer.named_parameters()}
 print(f"cached {len(cache)} pairs: target latents {list(cache[0].target_latents.shape)}, "
@@ -162,6 +162,11 @@ plt.show()
 
 # %% [markdown]
 # ### Did it learn the edit, and keep the old ones?
+#
+# Turning a picture upside down moves every token to another row: a global rearrangement,
+# like the mirror edit, which took the base model tens of thousands of examples to learn.
+# The CPU run above sees 2,400; expect it to keep the old edits (thanks to replay) but not
+# yet to flip. The GPU run sees 48,000 and is held to the targets in the cell after next.
 
 # %%
 after_new = edit_metric.evaluate(pipe, new_heldout, steps=16, batch_size=16)

@@ -116,16 +116,31 @@ for name, answer in [("ground truth", pair.target), ("copy of the source", pair.
 
 # %%
 record = json.loads((EMBEDDED_MODEL_DIR / "training_record.json").read_text())
-arguments = {k: v for k, v in record["args"].items() if k not in ("out", "base")}
-print("python -m kontext_teach.mini_training " + " ".join(
-    f"--{k.replace('_', '-')} {','.join(map(str, v)) if isinstance(v, list) else v}"
-    for k, v in arguments.items() if v not in (None, False) and v is not True) + " --out DIR")
+def command(args: dict) -> str:
+    """The mini_training command line that a record's arguments stand for."""
+    words = []
+    for key, value in args.items():
+        if key in ("out", "base") or value is None or value is False:
+            continue
+        flag = "--" + key.replace("_", "-")
+        words.append(flag if value is True else f"{flag} {','.join(map(str, value)) if isinstance(value, list) else value}")
+    return "python -m kontext_teach.mini_training " + " ".join(words) + " --out DIR"
+
+
+runs = [record]
+while isinstance(runs[-1].get("continued_from"), dict):  # a run that continued an earlier one
+    runs.append(runs[-1]["continued_from"])
+for number, run in enumerate(reversed(runs), start=1):
+    print(f"run {number}: {command(run['args'])}")
 vae = record["vae"]
-print(f"device {record['device']}; {record['minutes']:.0f} minutes in all")
+print(f"device {record['device']}; {sum(run['minutes'] for run in runs):.0f} minutes in all")
 print(f"VAE: shift_factor {vae['shift_factor']:.4f}, scaling_factor {vae['scaling_factor']:.4f}, "
       f"round-trip PSNR {vae['psnr']:.1f} dB")
-history = record["transformer_history"]
-print(f"transformer: {record['transformer_parameters'] / 1e6:.2f} M parameters, {history[-1]['step']} steps")
+history, offset = [], 0
+for run in reversed(runs):
+    history += [dict(entry, step=entry["step"] + offset) for entry in run["transformer_history"]]
+    offset = history[-1]["step"]
+print(f"transformer: {record['transformer_parameters'] / 1e6:.2f} M parameters, {offset} steps")
 
 # %%
 fig, ax = plt.subplots(figsize=(5.5, 3))
