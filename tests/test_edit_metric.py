@@ -133,12 +133,15 @@ def test_vae_round_trip_is_the_pipelines_encode_and_decode(pipe):
     pair = tw.make_pair(1, "remove")
     ours = em.vae_round_trip(pipe, [pair.target])[0]
     pixels = pipe.image_processor.preprocess(pair.target, 64, 64)
-    latents = pipe.prepare_latents(pixels, 1, 16, 64, 64, torch.float32, "cpu", None)[1]  # packed, scaled
-    unpacked = unpack_latents(latents, 8, 8)  # [1, 16, 8, 8]
-    config = pipe.vae.config
-    decoded = pipe.vae.decode(unpacked / config.scaling_factor + config.shift_factor).sample
+    with torch.no_grad():  # as in the pipeline (autograd changes the CPU kernels' rounding)
+        latents = pipe.prepare_latents(pixels, 1, 16, 64, 64, torch.float32, "cpu", None)[1]  # packed, scaled
+        unpacked = unpack_latents(latents, 8, 8)  # [1, 16, 8, 8]
+        config = pipe.vae.config
+        decoded = pipe.vae.decode(unpacked / config.scaling_factor + config.shift_factor).sample
     reference = pipe.image_processor.postprocess(decoded.detach(), output_type="pil")[0]
-    assert np.array_equal(np.asarray(ours), np.asarray(reference))
+    # the unpacked latents are laid out differently in memory, so the decoder's sums round differently
+    # (about 2e-6): allow one grey level
+    assert np.abs(np.asarray(ours).astype(int) - np.asarray(reference).astype(int)).max() <= 1
 
 
 def test_evaluate_through_the_pipeline(pipe):

@@ -156,7 +156,8 @@ def test_double_block_matches_flux_transformer_block(reference, batch, num_text,
         txt_theirs, img_theirs = theirs(hidden_states=img, encoder_hidden_states=txt, temb=temb, image_rotary_emb=rope)
     assert_close(img_ours, img_theirs)
     assert_close(txt_ours, txt_theirs)
-    assert probs.shape == (batch, 4, num_text + img.shape[1], num_text + img.shape[1])
+    heads = reference.config.num_attention_heads
+    assert probs.shape == (batch, heads, num_text + img.shape[1], num_text + img.shape[1])
 
 
 @pytest.mark.parametrize("batch, num_text, target_grid, context_grid", SHAPES)

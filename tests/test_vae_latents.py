@@ -1,5 +1,6 @@
 """The VAE step rebuilt (kontext_teach.vae_latents) against diffusers' AutoencoderKL and FluxKontextPipeline."""
 
+import json
 import types
 
 import matplotlib
@@ -10,6 +11,7 @@ from diffusers import AutoencoderKL
 from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 
 from kontext_teach import full_size, miniature
+from kontext_teach.loading import EMBEDDED_MODEL_DIR
 from kontext_teach.harness import figure_png
 from kontext_teach.packing import pack_latents, unpack_latents
 from kontext_teach.vae_latents import (
@@ -145,8 +147,9 @@ def test_scale_and_unscale_are_inverse():
 
 
 def test_scaling_uses_the_config_values(pipe):
-    assert (pipe.vae.config.shift_factor, pipe.vae.config.scaling_factor) == (miniature.VAE["shift_factor"],
-                                                                               miniature.VAE["scaling_factor"])
+    shipped = json.loads((EMBEDDED_MODEL_DIR / "vae" / "config.json").read_text())
+    assert (pipe.vae.config.shift_factor, pipe.vae.config.scaling_factor) == (shipped["shift_factor"],
+                                                                               shipped["scaling_factor"])
     z = torch.tensor([pipe.vae.config.shift_factor, pipe.vae.config.shift_factor + 1.0])
     scaled = scale_latents(z, pipe.vae.config.shift_factor, pipe.vae.config.scaling_factor)
     torch.testing.assert_close(scaled, torch.tensor([0.0, pipe.vae.config.scaling_factor]))

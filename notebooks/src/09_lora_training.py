@@ -183,11 +183,12 @@ else:
     print("no GPU: the short CPU run above shows the mechanics only")
 
 # %%
-fig, axes = plt.subplots(3, 6, figsize=(10, 5.4))
+fig, axes = plt.subplots(4, 6, figsize=(10, 7.2))
 for column, (pair, image_before, image_after) in enumerate(zip(new_heldout, before_new.images, after_new.images)):
     if column == 6:
         break
-    for row, (picture, title) in enumerate([(pair.source, "source"), (image_before, "base"), (image_after, "LoRA")]):
+    rows = [(pair.source, "source"), (pair.target, "target"), (image_before, "base model"), (image_after, "with LoRA")]
+    for row, (picture, title) in enumerate(rows):
         axes[row, column].imshow(picture)
         axes[row, column].set_title(title, fontsize=8)
         axes[row, column].axis("off")
