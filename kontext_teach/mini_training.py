@@ -293,7 +293,11 @@ def prepare_data(pipe: FluxKontextPipeline, vae: AutoencoderKL, pairs: list, tex
 def kontext_loss(transformer: FluxTransformer2DModel, x0: torch.Tensor, context: torch.Tensor,
                  prompt_embeds: torch.Tensor, pooled: torch.Tensor, sigmas: torch.Tensor, noise: torch.Tensor,
                  guidance: torch.Tensor, img_ids: torch.Tensor, txt_ids: torch.Tensor) -> torch.Tensor:
-    """The Kontext training loss of one batch: MSE between the target-token prediction and noise - x0."""
+    """The Kontext training loss of one batch: MSE between the target-token prediction and noise - x0.
+
+    The objective of kontext_objective.kontext_loss (which the LoRA trainer uses), written for the
+    full training's pre-packed tokens and per-sample guidance values, to keep the hot loop lean.
+    """
     noisy = noisy_latents(x0, noise, sigmas)  # [B, Lt, 64]
     hidden = torch.cat([noisy, context], dim=1)  # [B, Lt + Lc, 64]: target first, then context
     prediction = transformer(hidden_states=hidden, timestep=sigmas, guidance=guidance, pooled_projections=pooled,
