@@ -208,7 +208,7 @@ call = dict(image=new_heldout[0].source, prompt=new_heldout[0].instruction, heig
             max_area=size * size, _auto_resize=False, num_inference_steps=16, max_sequence_length=tokens,
             output_type="latent")
 kt.compare("trained vs loaded LoRA", fresh(**call, generator=torch.Generator().manual_seed(0)).images,
-           pipe(**call, generator=torch.Generator().manual_seed(0)).images, atol=1e-5)
+           pipe(**call, generator=torch.Generator().manual_seed(0)).images, atol=1e-4)  # 16 steps amplify rounding
 
 # %% [markdown]
 # ### Interrupted? Resume
