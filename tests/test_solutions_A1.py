@@ -17,6 +17,7 @@ def test_hardest_family_picks_the_lowest_row():
     rows = [edit_metric.FamilyRow("a", 4, 0.5, 0.8, 20.0), edit_metric.FamilyRow("b", 4, 0.25, 0.7, 19.0),
             edit_metric.FamilyRow("overall", 8, 0.1, 0.1, 1.0)]
     assert s.hardest_family(edit_metric.Evaluation(rows, rows, rows, [])) == "b"
+    assert s.hardest_family(edit_metric.Evaluation(rows, rows, rows, []), exclude=("b",)) == "a"
 
 
 def test_failed_regions():

@@ -210,7 +210,8 @@ if wrong:
     plt.show()
 for column, (image, pair) in enumerate(wrong, start=1):
     print(f"({column}) {pair.family:<17} wrong regions: {', '.join(solutions.failed_regions(image, pair))}")
-print(f"{len(wrong)} of the first wrong answers shown; hardest family: {solutions.hardest_family(evaluation)}")
+hardest = solutions.hardest_family(evaluation, exclude=toy_world.RESERVED_FAMILIES)
+print(f"{len(wrong)} of the first wrong answers shown; hardest of the trained families: {hardest}")
 
 # %% [markdown]
 # ## Summary
