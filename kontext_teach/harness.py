@@ -53,6 +53,13 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def avoid_failing_attention_backends(device) -> None:
+    """On CUDA, turn off cuDNN's attention: its backward pass failed on Flux (H200, torch 2.11); PyTorch then
+    uses its flash or memory-efficient kernel. Nothing changes on CPU."""
+    if torch.device(device).type == "cuda":
+        torch.backends.cuda.enable_cudnn_sdp(False)
+
+
 def silence_libraries() -> None:
     """No progress bars, no library warnings: notebooks must not write to stderr."""
     import diffusers

@@ -32,6 +32,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from .edit_pairs import EditPair, check_pair
+from .harness import avoid_failing_attention_backends
 from .kontext_objective import EditBatch, kontext_loss
 from .timestep_sampling import loss_weighting, sample_u, sigmas_from_u
 
@@ -294,6 +295,7 @@ def train_lora(pipe: FluxKontextPipeline, data: list[EditPair] | list[CachedPair
         raise ValueError("no training pairs given")
     cache = data if isinstance(data[0], CachedPair) else cache_pairs(pipe, data, config.max_sequence_length)
     accelerator = accelerator or Accelerator(mixed_precision=mixed_precision(config), cpu=not torch.cuda.is_available())
+    avoid_failing_attention_backends(accelerator.device)
     transformer = pipe.transformer
     parameters = prepare_transformer(transformer, config)
     optimizer = make_optimizer(parameters, config, accelerator.device)

@@ -30,6 +30,10 @@ The miniature is not guidance-distilled: training draws the guidance value unifo
 The T5 prompt length is ``--text-length`` (24; every toy instruction fits in 16): sample with
 ``max_sequence_length=24``, the pipeline's 512 would change what T5 and the transformer see.
 
+On a GPU the model is far too small to keep the card busy, so use large batches and many
+pairs: the shipped weights' last run was ``--batch 256 --train-pairs 60000 --workers 4
+--minutes 4`` on one H200 (``scripts/gpu_session.sh``; notebook A1 shows every run).
+
 Runs on CPU or a GPU (chosen automatically); reproducible from ``--seed`` when the step limits
 end the phases (time budgets end them by the clock, and the learning rate follows the clock).
 """
@@ -51,7 +55,7 @@ from tqdm.auto import tqdm
 
 from . import miniature, toy_world
 from .edit_metric import TEXT_LENGTH, evaluate, format_table
-from .harness import silence_libraries
+from .harness import avoid_failing_attention_backends, silence_libraries
 from .loading import EMBEDDED_MODEL_DIR, load_pipeline
 from .packing import pack_latents
 from .position_ids import kontext_image_ids, text_ids, token_grid
@@ -394,6 +398,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     net.add_argument("--warmup", type=int, default=100, help="linear warm-up steps")
     net.add_argument("--ema-decay", type=float, default=0.999, help="EMA of the weights (what is saved)")
     net.add_argument("--train-pairs", type=int, default=4000, help="training pairs, encoded once")
+    net.add_argument("--workers", type=int, default=1, help="processes that render the training pairs")
     net.add_argument("--text-length", type=int, default=TEXT_LENGTH, help="T5 tokens (max_sequence_length)")
     net.add_argument("--guidance-range", type=float, nargs=2, default=(1.0, 4.0),
                      help="guidance values drawn uniformly during training")
@@ -449,6 +454,7 @@ def run(args) -> dict:
     device = pick_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
+    avoid_failing_attention_backends(device)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
     autocast = torch.bfloat16 if device.type == "cuda" else None
@@ -469,7 +475,7 @@ def run(args) -> dict:
     vae, vae_record = build_vae(args, device, log)
 
     phase = time.perf_counter()
-    pairs = toy_world.make_pairs("train", args.train_pairs, toy_world.BASE_FAMILIES, args.size)
+    pairs = toy_world.make_pairs("train", args.train_pairs, toy_world.BASE_FAMILIES, args.size, workers=args.workers)
     data = prepare_data(base, vae, pairs, args.text_length, device)
     log(f"{len(pairs)} training pairs encoded in {time.perf_counter() - phase:.0f}s: "
         f"{data.targets.shape[1]} target + {data.sources.shape[1]} context tokens, {data.prompt_embeds.shape[0]} "
@@ -503,7 +509,9 @@ def run(args) -> dict:
     log(f"saved {args.out}: {megabytes:.1f} MB of weights in {args.save_dtype}, {folder_megabytes:.1f} MB in all")
 
     record = {"args": {k: (str(v) if isinstance(v, pathlib.Path) else v) for k, v in vars(args).items()},
-              "device": str(device), "vae": vae_record, "transformer_history": history,
+              "device": str(device),
+              "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU",
+              "vae": vae_record, "transformer_history": history,
               "transformer_parameters": count_parameters(ema), "max_sequence_length": args.text_length,
               "weights_mb": round(megabytes, 2), "folder_mb": round(folder_megabytes, 2),
               "continued_from": continued_from}

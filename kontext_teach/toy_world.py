@@ -16,7 +16,9 @@ Mirroring maps x -> width - x, flipping maps y -> height - y, so the renderer dr
 mirrored scene exactly as the mirrored picture.
 """
 
+import concurrent.futures
 import dataclasses
+import multiprocessing
 from dataclasses import dataclass
 
 import numpy as np
@@ -330,12 +332,17 @@ def make_pair(seed: int, family: str, size: int = IMAGE_SIZE) -> EditPair:
 
 
 def make_pairs(split: str, count: int, families=BASE_FAMILIES, size: int = IMAGE_SIZE,
-               start: int = 0) -> list[EditPair]:
-    """count pairs from a split, families taking turns: pair i uses seed split.start + start + i."""
+               start: int = 0, workers: int = 1) -> list[EditPair]:
+    """count pairs from a split, families taking turns: pair i uses seed split.start + start + i.
+
+    workers > 1 renders in that many processes; the pairs are the same as with one.
+    """
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; use 'train' (for training) or 'heldout' (for evaluation)")
     if isinstance(count, bool) or not isinstance(count, int) or count < 0:
         raise ValueError(f"count must be a non-negative int, got {count!r}")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be a positive int (processes that render), got {workers!r}")
     families = tuple(families)
     if not families:
         raise ValueError(f"give at least one edit family, e.g. {BASE_FAMILIES}")
@@ -344,7 +351,13 @@ def make_pairs(split: str, count: int, families=BASE_FAMILIES, size: int = IMAGE
     seeds = SPLITS[split]
     if start < 0 or start + count > len(seeds):
         raise ValueError(f"start {start} + count {count} leaves the {split} split ({len(seeds)} seeds)")
-    return [make_pair(seeds.start + start + i, families[i % len(families)], size) for i in range(count)]
+    jobs = ([seeds.start + start + i for i in range(count)], [families[i % len(families)] for i in range(count)],
+            [size] * count)
+    if workers == 1 or count < 2 * workers:
+        return list(map(make_pair, *jobs))
+    # spawn, not fork: the caller may already hold CUDA or torch threads, which fork does not copy safely
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return list(pool.map(make_pair, *jobs, chunksize=max(1, count // (8 * workers))))
 
 
 def as_array(image: Image.Image | np.ndarray) -> np.ndarray:

@@ -45,4 +45,19 @@ def test_full_size_forward_flops_at_1024():
 def test_benchmark_script_prints_side_by_side_ratios(capsys):
     bench.main(["--size", "small", "--sides", "32", "--warmup", "0", "--steps", "1", "--compile", "no"])
     out = capsys.readouterr().out
-    assert "(a) reference" in out and "(b) kontext_teach" in out and "speed-up (a)/(b)" in out
+    assert "(a) reference" in out and "(b) kontext_teach ckpt 50%" in out and "speed-up (a)/(b)" in out
+
+
+def test_one_fast_variant_per_checkpoint_fraction(capsys):
+    names = [v.name for v in bench.variants(torch.device("cpu"), [1.0, 0.5], compile_blocks=False)]
+    assert names == ["(a) reference", "(b) kontext_teach ckpt 100%", "(b) kontext_teach ckpt 50%"]
+    bench.main(["--size", "small", "--sides", "32", "--warmup", "0", "--steps", "1", "--compile", "no",
+                "--checkpoint-fraction", "1", "0"])
+    out = capsys.readouterr().out
+    assert out.count("speed-up (a)/(b) kontext_teach ckpt") == 2
+
+
+def test_checkpoint_fraction_outside_0_1_is_refused():
+    import pytest
+    with pytest.raises(ValueError, match="shares of the blocks"):
+        bench.variants(torch.device("cpu"), [1.5], compile_blocks=False)

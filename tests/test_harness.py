@@ -52,3 +52,16 @@ def test_setup_prints_versions_seeds_and_returns_the_device(capsys):
 def test_network_is_blocked_during_tests():
     with pytest.raises(NetworkDisabledError):
         socket.create_connection(("192.0.2.1", 443), timeout=1)
+
+
+def test_cudnn_attention_is_switched_off_on_cuda_only():
+    from kontext_teach.harness import avoid_failing_attention_backends
+    before = torch.backends.cuda.cudnn_sdp_enabled()
+    try:
+        torch.backends.cuda.enable_cudnn_sdp(True)
+        avoid_failing_attention_backends("cpu")
+        assert torch.backends.cuda.cudnn_sdp_enabled()
+        avoid_failing_attention_backends(torch.device("cuda"))  # only sets a flag: no GPU needed
+        assert not torch.backends.cuda.cudnn_sdp_enabled()
+    finally:
+        torch.backends.cuda.enable_cudnn_sdp(before)

@@ -7,7 +7,8 @@ from kontext_teach import edit_metric, toy_world
 from kontext_teach.loading import EMBEDDED_MODEL_DIR
 
 RECORD = json.loads((EMBEDDED_MODEL_DIR / "training_record.json").read_text())
-FLOOR = 0.35  # edit accuracy on the fixed set below; the shipped weights measured higher (see the record)
+FLOOR = 0.6  # edit accuracy on the fixed set below (the target); the shipped weights measured 0.79
+FAMILY_FLOOR = 0.3  # every trained family (2 of its 6 pairs); measured 0.50 to 1.00
 
 
 def test_the_record_says_how_the_weights_were_made():
@@ -36,6 +37,9 @@ def test_the_shipped_weights_edit_held_out_pairs(pipe):
     seconds = time.perf_counter() - start
     model, copy = evaluation.row("model"), evaluation.row("copy")
     assert model.edit_accuracy >= FLOOR, edit_metric.format_table(evaluation)
+    families = {row.family: row.edit_accuracy for row in evaluation.model if row.family in toy_world.BASE_FAMILIES}
+    assert len(families) == len(toy_world.BASE_FAMILIES)
+    assert min(families.values()) >= FAMILY_FLOOR, edit_metric.format_table(evaluation)
     assert model.psnr >= copy.psnr + 4, edit_metric.format_table(evaluation)
     assert copy.edit_accuracy == 0.0
     assert seconds < 30, f"evaluation took {seconds:.0f} s"

@@ -58,6 +58,12 @@ def test_splits_do_not_overlap():
     assert tw.make_pairs("train", 3, start=5)[0].seed == train[5].seed
 
 
+def test_make_pairs_in_several_processes_equal_one_process():
+    one, several = tw.make_pairs("train", 24, start=7), tw.make_pairs("train", 24, start=7, workers=2)
+    assert [(p.seed, p.family, p.instruction) for p in one] == [(p.seed, p.family, p.instruction) for p in several]
+    assert all(np.array_equal(np.asarray(a.target), np.asarray(b.target)) for a, b in zip(one, several))
+
+
 def test_make_pairs_base_families_by_default():
     assert {p.family for p in tw.make_pairs("train", 40)} == set(tw.BASE_FAMILIES)
 
@@ -163,6 +169,7 @@ def test_describe():
     (lambda: tw.make_pairs("test", 3), "unknown split"),
     (lambda: tw.make_pairs("train", 3, families=()), "at least one edit family"),
     (lambda: tw.make_pairs("train", -2), "non-negative int"),
+    (lambda: tw.make_pairs("train", 3, workers=0), "workers must be a positive int"),
     (lambda: tw.split_of(5_000_000), "outside both splits"),
     (lambda: tw.as_array(np.zeros((8, 8))), r"RGB image \[H, W, 3\]"),
     (lambda: tw.as_array(np.full((8, 8, 3), 2.0)), r"\[0, 1\]"),

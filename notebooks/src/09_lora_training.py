@@ -237,8 +237,9 @@ assert same
 #
 # or in Python: `train_lora(kt.load_pipeline("/models/FLUX.1-Kontext-dev"), pairs, config, out)`.
 # `accelerate launch --num_processes N -m kontext_teach.train ...` splits each step's batch
-# over N GPUs. What to expect, computed here on the meta device and measured by the facts
-# file's authors on one H200 (random weights, bf16, torch 2.11, diffusers 0.42.1):
+# over N GPUs. What to expect, computed here on the meta device and measured with
+# `python -m kontext_teach.bench` on one H200 (random weights, bf16, torch 2.11, diffusers
+# 0.42.1; README, Performance):
 
 # %%
 meta_transformer = full_size.meta_components()["transformer"]
@@ -247,18 +248,21 @@ for targets, rank in [("attention", 16), ("all-linear", 16)]:
           f"trainable of {full_size.count_parameters(meta_transformer):,}")
 
 # %% [markdown]
-# | setting (one H200, r16 LoRA on to_q/k/v/to_out.0, checkpointing, batch 1) | time per step | peak memory |
+# | one H200, r16 LoRA on to_q/k/v/to_out.0, batch 1, 512 text tokens | time per step | peak memory |
 # | --- | --- | --- |
-# | Kontext 1024² (4096 target + 4096 context + 512 text tokens) | 1.64 s | 26.4 GiB |
-# | Kontext 512² | about 0.4 s | 23.5 GiB |
+# | 1024², diffusers' set-up (checkpointing on every block) | 1.77 s | 26.8 GiB |
+# | 1024², this trainer: `compile_blocks=True`, fused AdamW | 1.41 s (1.26×) | 26.5 GiB |
+# | 1024², this trainer, also `checkpoint_fraction=0.5` | 1.23 s (1.44×) | 42.9 GiB |
+# | 512², diffusers' set-up | 0.43 s | 23.7 GiB |
+# | 512², this trainer: `compile_blocks=True`, fused AdamW | 0.32 s (1.34×) | 23.6 GiB |
 #
 # Most of the memory is the bf16 transformer itself (11.9 B × 2 bytes = 22.2 GiB); the
 # activations are small with gradient checkpointing. For smaller GPUs: train at 512²
 # (a quarter of the image tokens), keep gradient checkpointing on, cache the text
 # embeddings (the trainer does), and load the transformer quantised (8-bit or 4-bit, as
-# ai-toolkit does) if 24 GiB is all you have; an 8-bit AdamW saves a little more. On a
-# GPU where the cuDNN attention backend fails in the backward pass, call
-# `torch.backends.cuda.enable_cudnn_sdp(False)`.
+# ai-toolkit does) if 24 GiB is all you have; an 8-bit AdamW saves a little more. cuDNN's
+# attention backend failed in Flux's backward pass on the H200, so the trainer switches it off
+# on CUDA (`torch.backends.cuda.enable_cudnn_sdp(False)`); PyTorch then uses flash attention.
 
 # %% [markdown]
 # ## Summary
