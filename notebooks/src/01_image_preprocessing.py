@@ -30,6 +30,8 @@ import kontext_teach as kt
 device = kt.setup()
 
 # %%
+import html
+
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
 import numpy as np
@@ -38,6 +40,7 @@ from diffusers.pipelines.flux.pipeline_flux_kontext import PREFERRED_KONTEXT_RES
 from PIL import Image, ImageDraw
 
 from kontext_teach import preprocessing as pp
+from kontext_teach.harness import figure_png
 from kontext_teach.preprocessing import Size
 
 pipe = kt.load_pipeline(device="cpu")  # the embedded miniature: same preprocessing code as the real model
@@ -491,26 +494,35 @@ _ = kt.compare("RGBA: ours vs VAE input", pp.preprocess_condition_image(sticker)
 
 # %%
 def explore(image_width=1600, image_height=1200, height=0, width=0, max_area_side=1024, auto_resize=True):
+    """(text, figure) of the sizes the pipeline would use; the text is the error for a bad request."""
     try:
         plan = pp.plan_sizes((image_width, image_height), height=height or None, width=width or None,
                              max_area=max_area_side**2, auto_resize=auto_resize)
     except ValueError as error:
-        print("ValueError:", error)
-        return
-    print(plan.describe())
-    pp.draw_plan(plan)
-    plt.show()
+        return f"ValueError: {error}", None
+    return plan.describe(), pp.draw_plan(plan).figure
 
 
-explore(1600, 1200, height=880, width=1184, max_area_side=1024)
+text, figure = explore(1600, 1200, height=880, width=1184, max_area_side=1024)
+print(text)
+plt.show()
 
 # %%
-# NBVAL_IGNORE_OUTPUT
-# (a front end shows the widget's output inside the widget, a headless run as plain stdout; the plain call above is checked)
-_ = widgets.interact(explore,
-                     image_width=widgets.IntSlider(1600, 16, 4096, 16), image_height=widgets.IntSlider(1200, 16, 4096, 16),
-                     height=widgets.IntSlider(0, 0, 2048, 16), width=widgets.IntSlider(0, 0, 2048, 16),
-                     max_area_side=widgets.IntSlider(1024, 256, 2048, 16), auto_resize=True)
+plan_text, plan_picture = widgets.HTML(), widgets.Image(format="png")  # the widget shows what explore() computes
+
+
+def show_plan_in_widget(image_width, image_height, height, width, max_area_side, auto_resize):
+    text, figure = explore(image_width, image_height, height, width, max_area_side, auto_resize)
+    plan_text.value = f"<pre>{html.escape(text)}</pre>"
+    plan_picture.value = figure_png(figure) if figure is not None else b""
+
+
+controls = widgets.interactive(
+    show_plan_in_widget,
+    image_width=widgets.IntSlider(1600, 16, 4096, 16), image_height=widgets.IntSlider(1200, 16, 4096, 16),
+    height=widgets.IntSlider(0, 0, 2048, 16), width=widgets.IntSlider(0, 0, 2048, 16),
+    max_area_side=widgets.IntSlider(1024, 256, 2048, 16), auto_resize=True)
+widgets.VBox([controls, plan_text, plan_picture])
 
 # %% [markdown]
 # ## Summary

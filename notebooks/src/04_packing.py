@@ -32,6 +32,8 @@ import kontext_teach as kt
 device = kt.setup()
 
 # %%
+import html
+
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
 import torch
@@ -393,15 +395,16 @@ plt.show()
 print(describe_resolution(880, 1184))
 
 # %%
-# NBVAL_IGNORE_OUTPUT
-# (the widget's print lands in the widget under nbconvert, on stdout under nbval; the call above is checked)
+resolution_view = widgets.HTML()  # the widget only shows text; describe_resolution computes it
+
+
 def show_resolution(resolution=(1024, 1024), kontext=True):
-    print(describe_resolution(*resolution, kontext=kontext))
+    resolution_view.value = f"<pre>{html.escape(describe_resolution(*resolution, kontext=kontext))}</pre>"
 
 
 choices = widgets.Dropdown(options=[(f"{w} x {h}", (w, h)) for w, h in PREFERRED_KONTEXT_RESOLUTIONS],
                            value=(1024, 1024), description="W x H px")
-_ = widgets.interact(show_resolution, resolution=choices, kontext=True)
+widgets.VBox([widgets.interactive(show_resolution, resolution=choices, kontext=True), resolution_view])
 
 # %% [markdown]
 # ## Summary

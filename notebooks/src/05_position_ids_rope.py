@@ -40,6 +40,7 @@ from diffusers.models.transformers.transformer_flux import FluxPosEmbed
 
 from kontext_teach import full_size, rope
 from kontext_teach import position_ids as pid
+from kontext_teach.harness import figure_png
 
 pipe = kt.load_pipeline()
 FULL_AXES = full_size.TRANSFORMER["axes_dims_rope"]  # FLUX.1-Kontext-dev: (16, 56, 56)
@@ -406,7 +407,8 @@ HEADS = {"FLUX.1 (16, 56, 56)": FULL_AXES, "miniature (4, 6, 6)": MINI_AXES}
 MAP_GRID = (32, 32)
 
 
-def show_similarity(row=12, col=20, context_index=1, head="FLUX.1 (16, 56, 56)"):
+def similarity_figure(row=12, col=20, context_index=1, head="FLUX.1 (16, 56, 56)"):
+    """RoPE similarity of one target query to every target key and every context key."""
     query = (pid.TARGET_INDEX, row, col)
     maps = {name: rope.similarity_map(query, *MAP_GRID, key_first_index=first_index, axes_dims=HEADS[head])
             for name, first_index in [("target", pid.TARGET_INDEX), ("context", context_index)]}  # [32, 32] each
@@ -419,16 +421,23 @@ def show_similarity(row=12, col=20, context_index=1, head="FLUX.1 (16, 56, 56)")
                      fontsize=10)
     fig.colorbar(image, ax=axes, shrink=0.8, label="RoPE similarity")
     fig.suptitle(f"{head}: query token (0, {row}, {col})")
-    plt.show()
+    return fig
 
 
-show_similarity()
+similarity_figure()
+plt.show()
 
 # %%
-# NBVAL_IGNORE_OUTPUT
-# (a front end draws the widget's figure inside the widget, a headless run as a cell output; the call above is checked)
-_ = widgets.interact(show_similarity, row=(0, MAP_GRID[0] - 1), col=(0, MAP_GRID[1] - 1), context_index=(0, 4),
-                     head=list(HEADS))
+similarity_picture = widgets.Image(format="png")  # the figure goes into the widget, not into the cell's output
+
+
+def show_similarity_in_widget(row=12, col=20, context_index=1, head="FLUX.1 (16, 56, 56)"):
+    similarity_picture.value = figure_png(similarity_figure(row, col, context_index, head))
+
+
+controls = widgets.interactive(show_similarity_in_widget, row=(0, MAP_GRID[0] - 1), col=(0, MAP_GRID[1] - 1),
+                               context_index=(0, 4), head=list(HEADS))
+widgets.VBox([controls, similarity_picture])
 
 # %% [markdown]
 # ### 7. What the context offset changes

@@ -44,6 +44,7 @@ from kontext_teach import transformer as T
 from kontext_teach import transformer_costs as costs
 from kontext_teach.attention_maps import (TokenLayout, attention_maps, attention_shares, plot_attention_maps,
                                           plot_joint_attention)
+from kontext_teach.harness import figure_png
 from kontext_teach.position_ids import kontext_image_ids, latent_grid_ids, text_ids
 from kontext_teach.rope import rope_tables
 
@@ -443,23 +444,31 @@ plt.show()
 # Explore: choose a block, a head (or the mean) and a target token.
 
 # %%
-def show_attention(block: int = 0, head="mean", row: int = 3, col: int = 2):
-    """Draw attention_maps() for one block, head and target token (a thin wrapper for the widget)."""
+def attention_figure(block: int = 0, head="mean", row: int = 3, col: int = 2):
+    """attention_maps() of one block, head and target token, drawn (a thin wrapper for the widget)."""
     head_index = None if head == "mean" else int(head)
     chosen = attention_maps(probs[block], layout, row, col, head=head_index)
-    plot_attention_maps(chosen, row, col, token_labels, title=f"{block_names[block]}, head {head}, "
-                                                                f"target token (row {row}, col {col})")
-    plt.show()
+    axes = plot_attention_maps(chosen, row, col, token_labels, title=f"{block_names[block]}, head {head}, "
+                                                                       f"target token (row {row}, col {col})")
+    return axes[0].figure
 
 
-show_attention(block=2, head=1, row=5, col=6)
+attention_figure(block=2, head=1, row=5, col=6)
+plt.show()
 
 # %%
-# NBVAL_IGNORE_OUTPUT
-# (a front end draws into the widget, a headless run adds the figure to the cell; the plain call above is checked)
-_ = widgets.interact(show_attention, block=widgets.IntSlider(0, 0, len(probs) - 1),
-                     head=["mean"] + list(range(config.num_heads)),
-                     row=widgets.IntSlider(3, 0, target_grid[0] - 1), col=widgets.IntSlider(2, 0, target_grid[1] - 1))
+attention_picture = widgets.Image(format="png")  # the figure goes into the widget, not into the cell's output
+
+
+def show_attention_in_widget(block, head, row, col):
+    attention_picture.value = figure_png(attention_figure(block, head, row, col))
+
+
+controls = widgets.interactive(show_attention_in_widget, block=widgets.IntSlider(0, 0, len(probs) - 1),
+                               head=["mean"] + list(range(config.num_heads)),
+                               row=widgets.IntSlider(3, 0, target_grid[0] - 1),
+                               col=widgets.IntSlider(2, 0, target_grid[1] - 1))
+widgets.VBox([controls, attention_picture])
 
 # %% [markdown]
 # ### 9. The real model, measured on the meta device
