@@ -1,6 +1,9 @@
 """Turn the percent-format sources in notebooks/src/ into notebooks/*.ipynb (unexecuted).
 
-    python scripts/build_notebooks.py [notebooks/src/04_packing.py ...]
+    python scripts/build_notebooks.py [--force] [notebooks/src/04_packing.py ...]
+
+A notebook whose cells already match its source is left alone, outputs and all (--force
+rebuilds it anyway); one whose source changed is rewritten without outputs.
 
 Source format (as in jupytext / VS Code): ``# %%`` starts a code cell,
 ``# %% [markdown]`` a markdown cell whose lines start with ``# ``; tags go after the
@@ -49,12 +52,23 @@ def build(source: pathlib.Path) -> nbformat.NotebookNode:
     return nb
 
 
-def main(paths: list[str]) -> None:
+def cell_contents(nb: nbformat.NotebookNode) -> list[tuple[str, str, list[str]]]:
+    """What a notebook's cells hold apart from outputs: (type, source, tags)."""
+    return [(cell.cell_type, cell.source, list(cell.metadata.get("tags", []))) for cell in nb.cells]
+
+
+def main(args: list[str]) -> None:
+    force = "--force" in args
+    paths = [arg for arg in args if arg != "--force"]
     sources = [pathlib.Path(p).resolve() for p in paths] or sorted(SRC.glob("[0-9A-Z]*.py"))
     for source in sources:
         target = ROOT / "notebooks" / (source.stem + ".ipynb")
-        nbformat.write(build(source), target, version=4)
-        print(f"{source.relative_to(ROOT)} -> {target.relative_to(ROOT)}")
+        notebook = build(source)
+        if not force and target.is_file() and cell_contents(nbformat.read(target, as_version=4)) == cell_contents(notebook):
+            print(f"{source.relative_to(ROOT)}: unchanged, {target.relative_to(ROOT)} kept with its outputs")
+            continue
+        nbformat.write(notebook, target, version=4)
+        print(f"{source.relative_to(ROOT)} -> {target.relative_to(ROOT)} (execute it: make execute NB=...)")
 
 
 if __name__ == "__main__":
