@@ -165,8 +165,10 @@ plt.show()
 #
 # Turning a picture upside down moves every token to another row: a global rearrangement,
 # like the mirror edit, which took the base model tens of thousands of examples to learn.
-# The CPU run above sees 2,400; expect it to keep the old edits (thanks to replay) but not
-# yet to flip. The GPU run sees 48,000 and is held to the targets in the cell after next.
+# The CPU run above sees 2,400: expect it not yet to flip, and to lose some of the old edits
+# (300 steps at learning rate 1e-3 move every layer the LoRA touches; replay, half of each
+# batch, limits how far). The GPU run sees 48,000 and is held to the targets in the cell
+# after next.
 
 # %%
 after_new = edit_metric.evaluate(pipe, new_heldout, steps=16, batch_size=16)
