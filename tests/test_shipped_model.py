@@ -43,3 +43,16 @@ def test_the_shipped_weights_edit_held_out_pairs(pipe):
     assert model.psnr >= copy.psnr + 4, edit_metric.format_table(evaluation)
     assert copy.edit_accuracy == 0.0
     assert seconds < 30, f"evaluation took {seconds:.0f} s"
+
+
+def test_the_readme_quotes_the_recorded_accuracies():
+    import re
+    from kontext_teach.loading import EMBEDDED_MODEL_DIR as folder
+    readme = (folder.parents[1] / "README.md").read_text()
+    quoted = re.search(r"recolours one shape right (\d+) % of the time, all\s+shapes (\d+) %, removes a shape (\d+) %, "
+                       r"mirrors (\d+) %", readme)
+    assert quoted, "README no longer quotes the miniature's accuracies"
+    recorded = {row["family"]: row["edit_accuracy"] for row in RECORD["evaluation"]["model"]}
+    # as the evaluation tables print them (two decimals), in per cent
+    expected = [round(100 * float(f"{recorded[f]:.2f}")) for f in ("recolour_one", "recolour_all", "remove", "mirror")]
+    assert [int(x) for x in quoted.groups()] == expected
