@@ -110,8 +110,7 @@ def time_variant(variant: Variant, model_config: dict, side: int, text_tokens: i
     parameters = prepare_transformer(model, variant.config)
     optimizer = make_optimizer(parameters, variant.config, device)
     # bf16 autocast on a GPU, as the trainer and diffusers' script (--mixed_precision bf16); fp32 on CPU
-    accelerator = Accelerator(mixed_precision=mixed_precision(variant.config) if device.type == "cuda" else "no",
-                              cpu=device.type == "cpu")
+    accelerator = Accelerator(mixed_precision=mixed_precision(variant.config), cpu=device.type == "cpu")
     batch, sigmas, noise = kontext_batch(model_config, side, text_tokens, device, dtype)
     model.train()
     if device.type == "cuda":

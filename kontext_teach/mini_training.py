@@ -146,11 +146,14 @@ def ema_decay_at(step: int, decay: float) -> float:
 
 
 class PhaseClock:
-    """Steps, elapsed time and a progress bar for one training phase."""
+    """Steps, elapsed time, a progress bar and a log cadence (20 lines a phase) for one training phase."""
+
+    LOG_LINES = 20
 
     def __init__(self, name: str, max_steps: int | None, seconds: float | None, show: bool):
         check_limits(max_steps, seconds)
         self.max_steps, self.seconds, self.step, self.start = max_steps, seconds, 0, time.perf_counter()
+        self.last_log = 0.0
         by_time = seconds is not None
         self.bar = tqdm(total=round(seconds) if by_time else max_steps, unit="s" if by_time else "step",
                         desc=name, disable=not show, file=sys.stdout, dynamic_ncols=True)
@@ -170,6 +173,16 @@ class PhaseClock:
         self.step += 1
         self.bar.set_postfix(step=self.step, **postfix, refresh=False)
         self.bar.update((min(round(self.elapsed), self.seconds) if self.seconds else self.step) - self.bar.n)
+
+    def log_due(self) -> bool:
+        """True every 1/20 of the phase (of its time budget if it has one, else of its steps)."""
+        if self.seconds:
+            due = self.elapsed - self.last_log >= self.seconds / self.LOG_LINES
+        else:
+            due = self.step % max(1, self.max_steps // self.LOG_LINES) == 0
+        if due:
+            self.last_log = self.elapsed
+        return due
 
     def close(self) -> None:
         self.bar.close()
@@ -226,8 +239,6 @@ def train_vae(vae: AutoencoderKL, *, device, seed: int = 0, size: int = toy_worl
     optimizer = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
     vae.train()
     clock, history, recent = PhaseClock("VAE", steps, seconds, show), [], []
-    log_every = max(1, (steps or 10**9) // 20) if not seconds else None
-    last_log = 0.0
     while clock.running():
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(lr, clock.step, clock.done, warmup)
@@ -239,11 +250,11 @@ def train_vae(vae: AutoencoderKL, *, device, seed: int = 0, size: int = toy_worl
         optimizer.step()
         recent.append((loss.item(), mse.item()))
         clock.tick(loss=f"{loss.item():.4f}")
-        if (log_every and clock.step % log_every == 0) or (seconds and clock.elapsed - last_log >= seconds / 20):
+        if clock.log_due():
             history.append(_log_entry(clock, recent, ("loss", "mse")))
             log(f"vae step {clock.step:6d}  {clock.elapsed:7.1f}s  loss {history[-1]['loss']:.5f}  "
                 f"PSNR {10 * math.log10(4 / history[-1]['mse']):.2f} dB")
-            last_log, recent = clock.elapsed, []
+            recent = []
     clock.close()
     vae.eval()
     return history
@@ -324,8 +335,6 @@ def train_transformer(transformer: FluxTransformer2DModel, data: EditData, *, de
     low, high = guidance_range
     transformer.train()
     clock, history, recent = PhaseClock("transformer", steps, seconds, show), [], []
-    log_every = max(1, (steps or 10**9) // 20) if not seconds else None
-    last_log = 0.0
     while clock.running():
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(lr, clock.step, clock.done, warmup)
@@ -345,11 +354,11 @@ def train_transformer(transformer: FluxTransformer2DModel, data: EditData, *, de
         ema_update(ema, transformer, ema_decay_at(clock.step, ema_decay))
         recent.append((loss.item(),))
         clock.tick(loss=f"{loss.item():.4f}")
-        if (log_every and clock.step % log_every == 0) or (seconds and clock.elapsed - last_log >= seconds / 20):
+        if clock.log_due():
             history.append(_log_entry(clock, recent, ("loss",)))
             log(f"transformer step {clock.step:6d}  {clock.elapsed:7.1f}s  loss {history[-1]['loss']:.4f}  "
                 f"lr {optimizer.param_groups[0]['lr']:.2e}")
-            last_log, recent = clock.elapsed, []
+            recent = []
     clock.close()
     transformer.eval()
     return ema.eval(), history

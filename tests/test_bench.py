@@ -1,5 +1,6 @@
 """The training-speed benchmark runs on CPU, and its fast variant trains the same LoRA."""
 
+import pytest
 import torch
 
 from kontext_teach import bench
@@ -58,6 +59,5 @@ def test_one_fast_variant_per_checkpoint_fraction(capsys):
 
 
 def test_checkpoint_fraction_outside_0_1_is_refused():
-    import pytest
     with pytest.raises(ValueError, match="shares of the blocks"):
         bench.variants(torch.device("cpu"), [1.5], compile_blocks=False)

@@ -225,3 +225,13 @@ def test_the_recipe_writes_a_pipeline_that_loads_and_evaluates(tmp_path):
     assert "held-out evaluation" in (out / "train_log.txt").read_text()
     with safe_open(out / "transformer" / "diffusion_pytorch_model.safetensors", "pt") as weights:
         assert weights.get_tensor(next(iter(weights.keys()))).dtype == torch.float16
+
+
+def test_a_phase_logs_twenty_times_by_steps():
+    from kontext_teach.mini_training import PhaseClock
+    clock, logged = PhaseClock("test", 40, None, show=False), 0
+    while clock.running():
+        clock.tick()
+        logged += clock.log_due()
+    clock.close()
+    assert (clock.step, logged) == (40, 20)

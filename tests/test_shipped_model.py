@@ -1,6 +1,7 @@
 """The shipped miniature: trained, recorded, small, and still able to edit."""
 
 import json
+import re
 import time
 
 from kontext_teach import edit_metric, toy_world
@@ -46,9 +47,7 @@ def test_the_shipped_weights_edit_held_out_pairs(pipe):
 
 
 def test_the_readme_quotes_the_recorded_accuracies():
-    import re
-    from kontext_teach.loading import EMBEDDED_MODEL_DIR as folder
-    readme = (folder.parents[1] / "README.md").read_text()
+    readme = (EMBEDDED_MODEL_DIR.parents[1] / "README.md").read_text()
     quoted = re.search(r"recolours one shape right (\d+) % of the time, all\s+shapes (\d+) %, removes a shape (\d+) %, "
                        r"mirrors (\d+) %", readme)
     assert quoted, "README no longer quotes the miniature's accuracies"
