@@ -49,9 +49,9 @@ execute: setup
 ## toy world (about 25 minutes on 2 CPU cores; on a GPU add MINI_ARGS="--minutes 3 ...")
 MINI_ARGS ?= --threads 1 --vae-minutes 6 --minutes 14 --quiet
 embedded: setup
-	$(PY) -m kontext_teach.build_embedded --out build/mini-kontext-init
-	$(PY) -m kontext_teach.mini_training --base build/mini-kontext-init --out build/mini-kontext $(MINI_ARGS)
-	rm -rf kontext_teach/embedded_model && cp -r build/mini-kontext kontext_teach/embedded_model
+	$(PY) -m kontext_teach build-embedded --out build/mini-kontext-init
+	$(PY) -m kontext_teach mini-training --base build/mini-kontext-init --out build/mini-kontext $(MINI_ARGS)
+	rm -rf kontext_teach/toy/embedded_model && cp -r build/mini-kontext kontext_teach/toy/embedded_model
 
 clean:
 	rm -rf build $(VENV)

@@ -1,56 +1,57 @@
 """kontext_teach: FLUX.1 Kontext rebuilt step by step, each step checked against diffusers.
 
-One module per concept, in the order of the notebook series (the notebooks that use it in brackets):
+The top level is the pipeline, one module per step, in the order of the notebooks:
 
-Shared
-* ``harness``           - setup() and compare(), used by every notebook
-* ``loading``           - load_pipeline(): the embedded miniature, a local folder or a hub id
-* ``miniature``         - configs of the embedded miniature Kontext (``embedded_model/``)
-* ``full_size``         - configs of FLUX.1-Kontext-dev and its networks on the meta device
-* ``series``            - the map of the series, one line per notebook
-* ``solutions``         - the exercises' solutions, one module per notebook
+* ``preprocessing``   - which sizes the pipeline uses, the condition image's tensor (01)
+* ``prompt_encoding`` - prompt -> T5 states, pooled CLIP vector, text ids (02)
+* ``vae_latents``     - image <-> 16-channel latents: posterior mode, shift and scale (03)
+* ``packing``         - 2x2 packing latents <-> tokens (04)
+* ``position_ids``    - (virtual time, row, col) ids and token_grid, the one token count (05)
+* ``rope``            - 3-axis rotary position embedding (05)
+* ``schedule``        - sigmas, the resolution shift mu, timesteps, the Euler step (06)
+* ``transformer``     - the FLUX transformer from scratch, loading diffusers weights (07)
+* ``sampling``        - the denoising loop of an edit, bit-exact with the pipeline (08)
 
-00-06: from inputs to transformer tokens
-* ``data_flow``         - the shapes at every arrow of an edit, computed, never typed (00)
-* ``preprocessing``     - which sizes the pipeline uses, the condition image's tensor (01)
-* ``prompt_encoding``   - prompt -> T5 states, pooled CLIP vector, text ids (02)
-* ``vae_latents``       - image <-> 16-channel latents: posterior mode, shift and scale (03)
-* ``packing``           - 2x2 packing latents <-> tokens, sequence lengths and their cost (04)
-* ``position_ids``      - (virtual time, row, col) ids and token_grid, the one token count (05)
-* ``rope``              - 3-axis rotary position embedding from scratch (05)
-* ``schedule``          - sigmas, the resolution shift mu, timesteps, the Euler step (06)
-* ``timestep_sampling`` - training noise-level densities and loss weightings (06)
+The machinery lives in its own rooms, as diffusers keeps ``models/``, ``pipelines/`` and
+``schedulers/`` apart:
 
-07-08: the transformer and the denoising loop
-* ``transformer``       - the FLUX transformer from scratch, loading diffusers weights (07)
-* ``attention_maps``    - where a target token looks in [text; target; context] (07)
-* ``transformer_costs`` - parameters, FLOPs of one step and LoRA target names (07)
-* ``sampling``          - the denoising loop of an edit by hand, bit-exact with the pipeline (08)
-* ``toy_world``         - the toy editing world: seed -> (source, instruction, target) (08, 09, A1)
-* ``edit_metric``       - did the edit happen? a metric read off the toy scenes (08, 09, A1)
+* ``anatomy/``   - what the pipeline costs and what it sees: shapes, full-size configs, FLOPs, attention maps
+* ``training/``  - the Kontext objective, noise-level densities, pair folders, the LoRA trainer and benchmark
+* ``toy/``       - the toy editing world, its metric, and the miniature's recipe and shipped weights
+* ``lab/``       - setup(), compare(), load_pipeline() and the map of the series
+* ``solutions/`` - the exercises' solutions, one module per notebook
 
-09 and appendix: training
-* ``edit_pairs``        - dataset folders of (condition, instruction, target) pairs (09)
-* ``kontext_objective`` - the flow-matching loss on [noisy target; clean context] tokens (09)
-* ``lora_training``     - a Kontext LoRA trainer written to be read (09)
-* ``train``             - the LoRA trainer's command line (09)
-* ``bench``             - speed of one LoRA training step, reference set-up against ours
-* ``prompt_corpus``     - the prompt corpus the miniature's T5 tokenizer is trained on
-* ``build_embedded``    - build the untrained miniature: tokenizers and seeded weights
-* ``mini_training``     - train the miniature on the toy world, VAE then transformer (A1)
+Step modules import only each other and the libraries, never the rooms (tests/test_layout.py
+checks it); the rooms may import the steps. Command lines: ``python -m kontext_teach --help``.
 """
 
-from transformers.utils import logging as _transformers_logging
-
-# Importing diffusers' Flux pipelines makes transformers warn once, on stderr, that
-# torchvision is absent (the series does not need it). Keep that import quiet.
-_verbosity = _transformers_logging.get_verbosity()
-_transformers_logging.set_verbosity_error()
-try:
-    from .harness import compare, setup
-    from .loading import ModelSourceError, load_pipeline
-finally:
-    _transformers_logging.set_verbosity(_verbosity)
+import importlib
 
 __version__ = "0.1.0"
-__all__ = ["ModelSourceError", "compare", "load_pipeline", "setup"]
+STEPS = ("preprocessing", "prompt_encoding", "vae_latents", "packing", "position_ids", "rope", "schedule",
+         "transformer", "sampling")
+_LAB = {"compare": "harness", "setup": "harness", "ModelSourceError": "loading", "load_pipeline": "loading"}
+__all__ = [*_LAB, *STEPS]
+
+
+def __getattr__(name: str):
+    """Import on first use (PEP 562): `import kontext_teach` stays instant, so command lines answer --help
+    at once; `kt.load_pipeline`, `kt.setup`, `kt.compare` and the step modules (`kt.packing`) load when used."""
+    if name in _LAB:
+        return getattr(_quietly_import(f".lab.{_LAB[name]}"), name)
+    if name in STEPS or name in ("anatomy", "training", "toy", "lab", "solutions"):
+        return _quietly_import(f".{name}")
+    raise AttributeError(f"module 'kontext_teach' has no attribute {name!r}")
+
+
+def _quietly_import(module: str):
+    # Importing diffusers' Flux pipelines makes transformers warn once, on stderr, that
+    # torchvision is absent (the series does not need it). Keep that import quiet.
+    from transformers.utils import logging as transformers_logging
+
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()
+    try:
+        return importlib.import_module(module, __name__)
+    finally:
+        transformers_logging.set_verbosity(verbosity)

@@ -13,8 +13,8 @@ checkpoint and fails clearly on a missing or unexpected key. RoPE comes from
 kontext_teach.rope (rope_tables, apply_rope), built from scratch in notebook 05.
 
 ``draw_block_diagram()`` draws the two block kinds with diffusers' module names. What the
-model attends to is in kontext_teach.attention_maps; what it costs (parameters, FLOPs, LoRA
-targets) in kontext_teach.transformer_costs.
+model attends to is in kontext_teach.anatomy.attention_maps; what it costs (parameters, FLOPs, LoRA
+targets) in kontext_teach.anatomy.transformer_costs.
 """
 
 import math

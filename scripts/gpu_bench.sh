@@ -8,5 +8,5 @@ install /tmp/site .whl/diffusers-*.whl .whl/importlib_metadata-*.whl .whl/lazy_i
 install /tmp/site2 .whl/transformers-*.whl .whl/regex-*.whl
 export PYTHONPATH=/tmp/site2:/tmp/site:$PWD
 python3 -c "from diffusers import FluxKontextPipeline" 2>/dev/null || export PYTHONPATH=/tmp/site:$PWD
-timeout "${BENCH_SECONDS:-250}" python3 -m kontext_teach.bench ${BENCH_ARGS:---sides 1024 --warmup 2 --steps 4 --checkpoint-fraction 1.0 0.5} \
+timeout "${BENCH_SECONDS:-250}" python3 -m kontext_teach.training.bench ${BENCH_ARGS:---sides 1024 --warmup 2 --steps 4 --checkpoint-fraction 1.0 0.5} \
     2>&1 | tee "$OUT/bench.log"

@@ -23,13 +23,13 @@ python3 -c "import torch, diffusers, transformers; print('torch', torch.__versio
 'transformers', transformers.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU')"
 echo "set-up done at $(elapsed)s"
 
-E=kontext_teach/embedded_model
+E=kontext_teach/toy/embedded_model
 common="--threads 3 --workers 4 --vae $E/vae --train-pairs $PAIRS --minutes $MINUTES --batch 256 --quiet ${EXTRA:-}"
-python3 -m kontext_teach.mini_training --out runs/g1 $common --transformer $E/transformer --lr 3e-4 --warmup 100 \
+python3 -m kontext_teach.toy.mini_training --out runs/g1 $common --transformer $E/transformer --lr 3e-4 --warmup 100 \
     > "$OUT/g1.log" 2>&1 &
-python3 -m kontext_teach.mini_training --out runs/g2 $common --seed 1 --lr 1e-3 --warmup 300 \
+python3 -m kontext_teach.toy.mini_training --out runs/g2 $common --seed 1 --lr 1e-3 --warmup 300 \
     > "$OUT/g2.log" 2>&1 &
-python3 -m kontext_teach.mini_training --out runs/g3 $common --transformer $E/transformer --lr 3e-4 --warmup 100 \
+python3 -m kontext_teach.toy.mini_training --out runs/g3 $common --transformer $E/transformer --lr 3e-4 --warmup 100 \
     --logit-mean 0.5 > "$OUT/g3.log" 2>&1 &
 while [ -n "$(jobs -r)" ] && [ "$(elapsed)" -lt "$TRAIN_DEADLINE" ]; do sleep 5; done
 echo "trainings ended (or deadline) at $(elapsed)s; still running: $(jobs -r | wc -l)"
@@ -44,7 +44,7 @@ nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv
 left=$(( END - $(elapsed) ))
 echo "benchmark with ${left}s left"
 if [ "$left" -gt 60 ]; then
-    timeout "$left" python3 -m kontext_teach.bench --sides 1024 --warmup 2 --steps 4 --checkpoint-fraction 1.0 0.5 \
+    timeout "$left" python3 -m kontext_teach.training.bench --sides 1024 --warmup 2 --steps 4 --checkpoint-fraction 1.0 0.5 \
         2>&1 | tee "$OUT/bench.log"
 fi
 echo "all done at $(elapsed)s"

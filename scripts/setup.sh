@@ -33,7 +33,7 @@ else
     || "${PIP[@]}" install -q "torch==$TORCH_VERSION+cpu" --extra-index-url https://download.pytorch.org/whl/cpu
 fi
 "${PIP[@]}" install -q -e ".[dev]"
-# Only for the CLIP BPE file used by `python -m kontext_teach.build_embedded` (never imported).
+# Only for the CLIP BPE file used by `python -m kontext_teach.toy.build_embedded` (never imported).
 "${PIP[@]}" install -q --no-deps open-clip-torch==3.3.0
 "$VENV/bin/python" -m ipykernel install --sys-prefix --name kontext-teach --display-name "Python (kontext-teach)" >/dev/null
 "$VENV/bin/python" -c "import torch, diffusers, kontext_teach; print('kontext-teach ready: torch', torch.__version__, '| diffusers', diffusers.__version__)"

@@ -5,7 +5,7 @@ import pathlib
 import pytest
 import torch
 
-from kontext_teach.harness import forbid_network, silence_libraries
+from kontext_teach.lab.harness import forbid_network, silence_libraries
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

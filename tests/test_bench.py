@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from kontext_teach import bench
-from kontext_teach.lora_training import make_optimizer, optimizer_step, prepare_transformer
+from kontext_teach.training import bench
+from kontext_teach.training.lora_training import make_optimizer, optimizer_step, prepare_transformer
 from accelerate import Accelerator
 
 

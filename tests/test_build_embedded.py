@@ -6,8 +6,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from kontext_teach import build_embedded
-from kontext_teach.loading import EMBEDDED_MODEL_DIR
+from kontext_teach.toy import build_embedded
+from kontext_teach.lab.loading import EMBEDDED_MODEL_DIR
 
 
 def test_clip_tokenizer_is_the_real_clip_bpe(pipe):

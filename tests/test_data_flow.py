@@ -2,7 +2,7 @@
 
 import pytest
 
-from kontext_teach import data_flow, full_size
+from kontext_teach.anatomy import data_flow, full_size
 
 
 def shapes(arrows):

@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from kontext_teach import edit_metric as em
-from kontext_teach import toy_world as tw
+from kontext_teach.toy import edit_metric as em
+from kontext_teach.toy import toy_world as tw
 from kontext_teach.packing import unpack_latents
 
 

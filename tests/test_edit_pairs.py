@@ -5,7 +5,7 @@ import json
 import pytest
 from PIL import Image
 
-from kontext_teach.edit_pairs import EditPair, PairDataError, load_pair_folder, save_pair_folder
+from kontext_teach.training.edit_pairs import EditPair, PairDataError, load_pair_folder, save_pair_folder
 
 
 def image(size=(32, 48), colour=(200, 30, 30), mode="RGB"):

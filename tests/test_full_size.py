@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from kontext_teach import full_size, miniature
+from kontext_teach.anatomy import full_size
+from kontext_teach.toy import miniature
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import kontext_teach as kt
-from kontext_teach.harness import NetworkDisabledError, diff_bucket
+from kontext_teach.lab.harness import NetworkDisabledError, diff_bucket
 
 
 def test_compare_prints_one_line_and_returns_nothing(capsys):
@@ -55,7 +55,7 @@ def test_network_is_blocked_during_tests():
 
 
 def test_cudnn_attention_is_switched_off_on_cuda_only():
-    from kontext_teach.harness import avoid_failing_attention_backends
+    from kontext_teach.lab.harness import avoid_failing_attention_backends
     before = torch.backends.cuda.cudnn_sdp_enabled()
     try:
         torch.backends.cuda.enable_cudnn_sdp(True)

@@ -8,8 +8,8 @@ import torch
 from diffusers import FluxKontextPipeline
 
 from kontext_teach import ModelSourceError, load_pipeline
-from kontext_teach.build_embedded import build_random_pipeline
-from kontext_teach.loading import EMBEDDED_MODEL_DIR, MODEL_ENV, REQUIRED_COMPONENTS
+from kontext_teach.toy.build_embedded import build_random_pipeline
+from kontext_teach.lab.loading import EMBEDDED_MODEL_DIR, MODEL_ENV, REQUIRED_COMPONENTS
 
 
 def test_embedded_pipeline_keeps_the_real_structure(pipe):
@@ -35,7 +35,7 @@ def test_environment_variable_selects_the_source(tmp_path, monkeypatch):
 
 
 def test_loads_another_diffusers_folder_with_other_sizes(tmp_path, monkeypatch):
-    import kontext_teach.miniature as mini
+    import kontext_teach.toy.miniature as mini
 
     monkeypatch.setitem(mini.TRANSFORMER, "num_attention_heads", 2)
     monkeypatch.setitem(mini.TRANSFORMER, "num_single_layers", 1)

@@ -7,9 +7,9 @@ import sys
 import torch
 from safetensors.torch import load_file
 
-from kontext_teach import toy_world
-from kontext_teach.edit_pairs import save_pair_folder
-from kontext_teach.train import main as train_cli
+from kontext_teach.toy import toy_world
+from kontext_teach.training.edit_pairs import save_pair_folder
+from kontext_teach.training.train import main as train_cli
 
 ARGS = ["--steps", "3", "--rank", "2", "--learning-rate", "1e-3", "--max-sequence-length", "24", "--no-progress"]
 
@@ -17,7 +17,7 @@ ARGS = ["--steps", "3", "--rank", "2", "--learning-rate", "1e-3", "--max-sequenc
 def test_two_processes_equal_one_process_with_twice_the_batch(tmp_path):
     data = save_pair_folder(toy_world.make_pairs("train", 6, families=["flip_upside_down"]), tmp_path / "data")
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
-               "-m", "kontext_teach.train", "--data", str(data), "--output", str(tmp_path / "ddp"), "--batch-size", "1",
+               "-m", "kontext_teach.training.train", "--data", str(data), "--output", str(tmp_path / "ddp"), "--batch-size", "1",
                *ARGS]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     finished = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)

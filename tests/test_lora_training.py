@@ -5,11 +5,11 @@ import torch
 from PIL import Image, ImageDraw, ImageOps
 
 import kontext_teach as kt
-from kontext_teach import lora_training as lt
-from kontext_teach.edit_pairs import EditPair, PairDataError, save_pair_folder
-from kontext_teach.kontext_objective import EditBatch, kontext_loss, kontext_prediction
+from kontext_teach.training import lora_training as lt
+from kontext_teach.training.edit_pairs import EditPair, PairDataError, save_pair_folder
+from kontext_teach.training.kontext_objective import EditBatch, kontext_loss, kontext_prediction
 from kontext_teach.packing import pack_latents
-from kontext_teach.train import main as train_cli
+from kontext_teach.training.train import main as train_cli
 
 TOKENS = 16  # short T5 sequences keep the tests fast
 

@@ -8,10 +8,11 @@ import torch
 from diffusers import AutoencoderKL, FluxTransformer2DModel
 from safetensors import safe_open
 
-from kontext_teach import load_pipeline, miniature
-from kontext_teach import mini_training as mt
-from kontext_teach import toy_world as tw
-from kontext_teach.edit_metric import TEXT_LENGTH
+from kontext_teach import load_pipeline
+from kontext_teach.toy import miniature
+from kontext_teach.toy import mini_training as mt
+from kontext_teach.toy import toy_world as tw
+from kontext_teach.toy.edit_metric import TEXT_LENGTH
 from kontext_teach.position_ids import kontext_image_ids, text_ids
 
 TINY_VAE = (8, 8, 16, 16)
@@ -228,7 +229,7 @@ def test_the_recipe_writes_a_pipeline_that_loads_and_evaluates(tmp_path):
 
 
 def test_a_phase_logs_twenty_times_by_steps():
-    from kontext_teach.mini_training import PhaseClock
+    from kontext_teach.toy.mini_training import PhaseClock
     clock, logged = PhaseClock("test", 40, None, show=False), 0
     while clock.running():
         clock.tick()

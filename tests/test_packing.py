@@ -11,11 +11,12 @@ import torch  # noqa: E402
 from diffusers import FluxKontextPipeline  # noqa: E402
 from diffusers.pipelines.flux.pipeline_flux_kontext import PREFERRED_KONTEXT_RESOLUTIONS  # noqa: E402
 
+from kontext_teach.anatomy.sequence_costs import (  # noqa: E402
+    REFERENCE_SIZE, SequenceLength, attention_share, describe_resolution, draw_flops, draw_sequence_costs,
+    edit_sequence, format_resolution_table, preferred_resolution_table)
 from kontext_teach.packing import (  # noqa: E402
-    REFERENCE_SIZE, SequenceLength, attention_share, check_packable, describe_resolution, draw_feature_maps,
-    draw_flops, draw_packing, draw_sequence_costs, edit_sequence, format_resolution_table, latent_size,
-    pack_latents, pack_with_pixel_unshuffle, patch_embed_as_conv, preferred_resolution_table,
-    token_feature_sources, unpack_latents)
+    check_packable, draw_feature_maps, draw_packing, latent_size, pack_latents, pack_with_pixel_unshuffle,
+    patch_embed_as_conv, token_feature_sources, unpack_latents)
 from kontext_teach.position_ids import token_grid  # noqa: E402
 from kontext_teach.transformer import TransformerConfig  # noqa: E402
 

@@ -5,7 +5,7 @@ import warnings
 import pytest
 import torch
 
-from kontext_teach import full_size
+from kontext_teach.anatomy import full_size
 from kontext_teach import prompt_encoding as pe
 
 SHORT = "make the circle blue"

@@ -11,7 +11,7 @@ from diffusers import FlowMatchEulerDiscreteScheduler
 from diffusers.pipelines.flux.pipeline_flux_kontext import PREFERRED_KONTEXT_RESOLUTIONS, calculate_shift
 from PIL import Image
 
-from kontext_teach import full_size
+from kontext_teach.anatomy import full_size
 from kontext_teach.schedule import (base_sigmas, draw_schedule, euler_step, format_schedule_table, schedule_for_size,
                                     shift_mu, shifted_sigmas, show_schedule, target_tokens, time_shift,
                                     timesteps_from_sigmas, trace_sampling)

@@ -4,7 +4,7 @@ import pathlib
 
 import pytest
 
-from kontext_teach import series
+from kontext_teach.lab import series
 from kontext_teach.solutions import s00_overview
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

@@ -4,7 +4,7 @@ import pytest
 import torch
 from diffusers import AutoencoderKL
 
-from kontext_teach import full_size
+from kontext_teach.anatomy import full_size
 from kontext_teach.solutions.s03_vae_latents import compression_ratio, encode_in_chunks, estimate_shift_and_scale
 from kontext_teach.vae_latents import draw_shapes_image, encode_image_latents, scale_latents
 

@@ -4,7 +4,8 @@ import pytest
 import torch
 from diffusers import FluxKontextPipeline
 
-from kontext_teach.packing import edit_sequence, pack_latents
+from kontext_teach.anatomy.sequence_costs import edit_sequence
+from kontext_teach.packing import pack_latents
 from kontext_teach.solutions.s04_packing import (largest_square_side, pack_with_unfold, token_and_feature,
                                                  unpack_with_fold)
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from diffusers.pipelines.flux.pipeline_flux_kontext import calculate_shift
 
-from kontext_teach import full_size
+from kontext_teach.anatomy import full_size
 from kontext_teach.schedule import base_sigmas, shift_mu, shifted_sigmas, time_shift
 from kontext_teach.solutions.s06_shift_schedule import (bfl_schedule, inverse_time_shift, largest_step,
                                                          shift_for_size, smallest_square_side_with_shift)

@@ -6,11 +6,11 @@ import pytest
 import torch
 from peft import LoraConfig, inject_adapter_in_model
 
-from kontext_teach import full_size
+from kontext_teach.anatomy import full_size
 from kontext_teach import transformer as T
 from kontext_teach.position_ids import kontext_image_ids, latent_grid_ids, text_ids
 from kontext_teach.solutions import s07_transformer_forward as S
-from kontext_teach.transformer_costs import measured_flops
+from kontext_teach.anatomy.transformer_costs import measured_flops
 
 
 # Exercise 1

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from kontext_teach import full_size
-from kontext_teach.lora_training import TrainConfig, add_lora
+from kontext_teach.anatomy import full_size
+from kontext_teach.training.lora_training import TrainConfig, add_lora
 from kontext_teach.solutions import s09_lora_training as s
 
 

@@ -2,7 +2,7 @@
 
 from PIL import ImageOps
 
-from kontext_teach import edit_metric, toy_world
+from kontext_teach.toy import edit_metric, toy_world
 from kontext_teach.solutions import sA1_mini_kontext as s
 
 

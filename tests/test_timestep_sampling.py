@@ -6,8 +6,8 @@ import pytest
 import torch
 from diffusers.training_utils import compute_density_for_timestep_sampling, compute_loss_weighting_for_sd3
 
-from kontext_teach import full_size
-from kontext_teach.timestep_sampling import (DENSITIES, DIFFUSERS_DENSITY_NAMES, LOSS_WEIGHTINGS, MODE_SCALE_MAX,
+from kontext_teach.anatomy import full_size
+from kontext_teach.training.timestep_sampling import (DENSITIES, DIFFUSERS_DENSITY_NAMES, LOSS_WEIGHTINGS, MODE_SCALE_MAX,
                                              density_cdf, density_pdf, density_quantile, loss_weighting, mode_map, noisy_latents,
                                              sample_u, sigmas_from_u)
 

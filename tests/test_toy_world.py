@@ -7,9 +7,9 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from kontext_teach import toy_world as tw
-from kontext_teach.loading import EMBEDDED_MODEL_DIR
-from kontext_teach.prompt_corpus import prompt_corpus
+from kontext_teach.toy import toy_world as tw
+from kontext_teach.lab.loading import EMBEDDED_MODEL_DIR
+from kontext_teach.toy.prompt_corpus import prompt_corpus
 
 SEEDS = [0, 1, 7, 123, 1_000_003]
 SIZES = [32, 64, 96, 128]

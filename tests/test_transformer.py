@@ -7,10 +7,10 @@ import pytest
 import torch
 from diffusers.models.embeddings import get_timestep_embedding
 
-from kontext_teach import full_size
+from kontext_teach.anatomy import full_size
 from kontext_teach import transformer as T
-from kontext_teach import transformer_costs as costs
-from kontext_teach.attention_maps import (TokenLayout, attention_maps, attention_shares, plot_attention_maps,
+from kontext_teach.anatomy import transformer_costs as costs
+from kontext_teach.anatomy.attention_maps import (TokenLayout, attention_maps, attention_shares, plot_attention_maps,
                                           plot_joint_attention)
 from kontext_teach.position_ids import kontext_image_ids, latent_grid_ids, text_ids
 

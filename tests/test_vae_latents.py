@@ -10,9 +10,10 @@ import torch
 from diffusers import AutoencoderKL
 from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 
-from kontext_teach import full_size, miniature
-from kontext_teach.loading import EMBEDDED_MODEL_DIR
-from kontext_teach.harness import figure_png
+from kontext_teach.anatomy import full_size
+from kontext_teach.toy import miniature
+from kontext_teach.lab.loading import EMBEDDED_MODEL_DIR
+from kontext_teach.lab.harness import figure_png
 from kontext_teach.packing import pack_latents, unpack_latents
 from kontext_teach.vae_latents import (
     LOGVAR_RANGE,

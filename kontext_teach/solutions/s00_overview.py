@@ -1,6 +1,6 @@
 """Solutions to the exercises of 00_overview."""
 
-from .. import data_flow, full_size
+from ..anatomy import data_flow, full_size
 
 
 def full_size_token_counts(height: int, width: int, tokenizers: dict) -> dict[str, int]:

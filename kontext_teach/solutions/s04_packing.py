@@ -5,7 +5,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..full_size import T5_MAX_TOKENS
+from ..anatomy.full_size import T5_MAX_TOKENS
 from ..packing import PATCH, VAE_SCALE_FACTOR, check_latents, check_packable, check_tokens
 
 

@@ -5,7 +5,7 @@ from torch import nn
 
 from ..schedule import target_tokens
 from ..transformer import TransformerConfig, layer_norm
-from ..transformer_costs import step_flops, total_flops
+from ..anatomy.transformer_costs import step_flops, total_flops
 
 
 # Exercise 1: diffusers' output norm splits (scale, shift), BFL's LastLayer splits (shift, scale).

@@ -2,7 +2,7 @@
 
 import torch
 
-from ..lora_training import LORA_TARGETS
+from ..training.lora_training import LORA_TARGETS
 
 
 def lora_parameter_count(transformer: torch.nn.Module, targets: str, rank: int) -> int:

@@ -2,7 +2,7 @@
 
 from PIL import ImageOps
 
-from .. import edit_metric
+from ..toy import edit_metric
 
 
 def mirror_everything_baseline(pairs: list) -> list:

@@ -23,7 +23,9 @@
 import matplotlib.pyplot as plt
 import torch
 import kontext_teach as kt
-from kontext_teach import data_flow, edit_metric, full_size, series, toy_world
+from kontext_teach.anatomy import data_flow, full_size
+from kontext_teach.lab import series
+from kontext_teach.toy import edit_metric, toy_world
 
 device = kt.setup()
 

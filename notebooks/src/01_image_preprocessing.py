@@ -40,7 +40,7 @@ from diffusers.pipelines.flux.pipeline_flux_kontext import PREFERRED_KONTEXT_RES
 from PIL import Image, ImageDraw
 
 from kontext_teach import preprocessing as pp
-from kontext_teach.harness import figure_png
+from kontext_teach.lab.harness import figure_png
 from kontext_teach.preprocessing import Size
 
 pipe = kt.load_pipeline(device="cpu")  # the embedded miniature: same preprocessing code as the real model

@@ -78,7 +78,7 @@ device = kt.setup()
 import matplotlib.pyplot as plt
 import torch
 
-from kontext_teach import full_size
+from kontext_teach.anatomy import full_size
 from kontext_teach import prompt_encoding as pe
 
 pipe = kt.load_pipeline()

@@ -32,8 +32,8 @@ import torch
 from diffusers import AutoencoderKL
 
 import kontext_teach as kt
-from kontext_teach import full_size
-from kontext_teach.harness import figure_png
+from kontext_teach.anatomy import full_size
+from kontext_teach.lab.harness import figure_png
 from kontext_teach.packing import pack_latents, unpack_latents
 from kontext_teach.solutions import s03_vae_latents as solutions
 from kontext_teach.vae_latents import (VIEWS, decode_image_latents, draw_shapes_image, encode_image_latents,

@@ -40,11 +40,13 @@ import torch
 import torch.nn.functional as F
 from diffusers.pipelines.flux.pipeline_flux_kontext import PREFERRED_KONTEXT_RESOLUTIONS
 
-from kontext_teach import full_size
-from kontext_teach.packing import (describe_resolution, draw_feature_maps, draw_flops, draw_packing,
-                                   draw_sequence_costs, edit_sequence, format_resolution_table, latent_size,
-                                   pack_latents, pack_with_pixel_unshuffle, patch_embed_as_conv,
-                                   preferred_resolution_table, token_feature_sources, unpack_latents)
+from kontext_teach.anatomy import full_size
+from kontext_teach.anatomy.sequence_costs import (describe_resolution, draw_flops, draw_sequence_costs,
+                                                  edit_sequence, format_resolution_table,
+                                                  preferred_resolution_table)
+from kontext_teach.packing import (draw_feature_maps, draw_packing, latent_size, pack_latents,
+                                   pack_with_pixel_unshuffle, patch_embed_as_conv, token_feature_sources,
+                                   unpack_latents)
 from kontext_teach.preprocessing import output_size
 
 pipe = kt.load_pipeline()
@@ -368,7 +370,7 @@ print("no height/width at all ->", output_size())
 # Quadratic does not mean dominant. In every block each token passes through 12·D² weights
 # (q, k, v, out: 4·D²; the MLP D → 4D → D: 8·D²), 24·D² FLOPs, while attention costs 4·L·D FLOPs
 # per token (QKᵀ and AV). Attention's share is about L / (L + 6·D): with D = 3072 it reaches half
-# only at L = 18,432 tokens. The FLOP counts come from `kontext_teach.transformer_costs.step_flops`
+# only at L = 18,432 tokens. The FLOP counts come from `kontext_teach.anatomy.transformer_costs.step_flops`
 # (`07_transformer_forward` checks them against `torch.utils.flop_counter`).
 
 # %%

@@ -38,9 +38,10 @@ import torch
 from diffusers.models.embeddings import apply_rotary_emb, get_1d_rotary_pos_embed
 from diffusers.models.transformers.transformer_flux import FluxPosEmbed
 
-from kontext_teach import full_size, rope
+from kontext_teach import rope
+from kontext_teach.anatomy import full_size
 from kontext_teach import position_ids as pid
-from kontext_teach.harness import figure_png
+from kontext_teach.lab.harness import figure_png
 
 pipe = kt.load_pipeline()
 FULL_AXES = full_size.TRANSFORMER["axes_dims_rope"]  # FLUX.1-Kontext-dev: (16, 56, 56)

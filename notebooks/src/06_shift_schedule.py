@@ -42,9 +42,9 @@ from diffusers.training_utils import compute_density_for_timestep_sampling, comp
 from PIL import Image
 
 from kontext_teach import schedule as sched
-from kontext_teach import timestep_sampling as ts
-from kontext_teach.full_size import full_size_scheduler
-from kontext_teach.harness import figure_png
+from kontext_teach.training import timestep_sampling as ts
+from kontext_teach.anatomy.full_size import full_size_scheduler
+from kontext_teach.lab.harness import figure_png
 
 device = kt.setup()
 

@@ -23,7 +23,7 @@ import matplotlib.pyplot as plt
 import torch
 
 import kontext_teach as kt
-from kontext_teach import edit_metric, toy_world
+from kontext_teach.toy import edit_metric, toy_world
 from kontext_teach.packing import pack_latents, unpack_latents
 from kontext_teach.position_ids import kontext_image_ids
 from kontext_teach.preprocessing import preprocess_condition_image

@@ -24,9 +24,10 @@ import matplotlib.pyplot as plt
 import torch
 
 import kontext_teach as kt
-from kontext_teach import edit_metric, full_size, toy_world
-from kontext_teach.edit_pairs import load_pair_folder, save_pair_folder
-from kontext_teach.lora_training import TrainConfig, cache_pairs, checkpoints, loss_by_sigma, train_lora
+from kontext_teach.anatomy import full_size
+from kontext_teach.toy import edit_metric, toy_world
+from kontext_teach.training.edit_pairs import load_pair_folder, save_pair_folder
+from kontext_teach.training.lora_training import TrainConfig, cache_pairs, checkpoints, loss_by_sigma, train_lora
 from kontext_teach.solutions import s09_lora_training as solutions
 
 device = kt.setup()
@@ -234,13 +235,13 @@ assert same
 #
 # The same call trains a LoRA of the real model. From a shell, with a folder of pairs:
 #
-#     python -m kontext_teach.train --model /models/FLUX.1-Kontext-dev --data my_pairs/ \
+#     python -m kontext_teach.training.train --model /models/FLUX.1-Kontext-dev --data my_pairs/ \
 #         --output runs/my_lora --rank 16 --gradient-checkpointing --steps 1000 --max-sequence-length 512
 #
 # or in Python: `train_lora(kt.load_pipeline("/models/FLUX.1-Kontext-dev"), pairs, config, out)`.
-# `accelerate launch --num_processes N -m kontext_teach.train ...` splits each step's batch
+# `accelerate launch --num_processes N -m kontext_teach.training.train ...` splits each step's batch
 # over N GPUs. What to expect, computed here on the meta device and measured with
-# `python -m kontext_teach.bench` on one H200 (random weights, bf16, torch 2.11, diffusers
+# `python -m kontext_teach.training.bench` on one H200 (random weights, bf16, torch 2.11, diffusers
 # 0.42.1; README, Performance):
 
 # %%

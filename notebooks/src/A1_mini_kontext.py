@@ -24,8 +24,9 @@ import numpy as np
 from PIL import ImageOps
 
 import kontext_teach as kt
-from kontext_teach import edit_metric, full_size, toy_world
-from kontext_teach.loading import EMBEDDED_MODEL_DIR
+from kontext_teach.anatomy import full_size
+from kontext_teach.toy import edit_metric, toy_world
+from kontext_teach.lab.loading import EMBEDDED_MODEL_DIR
 from kontext_teach.solutions import sA1_mini_kontext as solutions
 
 device = kt.setup()
@@ -112,7 +113,7 @@ for name, answer in [("ground truth", pair.target), ("copy of the source", pair.
 # ### How the shipped miniature was trained
 #
 # The training runs left their record in the package: the exact arguments of
-# `python -m kontext_teach.mini_training`, the VAE's measurements and the transformer's loss.
+# `python -m kontext_teach.toy.mini_training`, the VAE's measurements and the transformer's loss.
 # The miniature was trained in five runs, each continuing the transformer of the one
 # before (`--transformer`). The first trained the VAE (the later ones reuse it with `--vae`);
 # runs 1-3 ran on two CPU cores with 4,000 training pairs; run 4 ran four minutes on one H200
@@ -131,7 +132,7 @@ def command(args: dict) -> str:
             continue
         flag = "--" + key.replace("_", "-")
         words.append(flag if value is True else f"{flag} {','.join(map(str, value)) if isinstance(value, list) else value}")
-    return "python -m kontext_teach.mini_training " + " ".join(words) + " --out DIR"
+    return "python -m kontext_teach.toy.mini_training " + " ".join(words) + " --out DIR"
 
 
 runs = [record]

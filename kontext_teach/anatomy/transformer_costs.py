@@ -1,7 +1,7 @@
 """What FLUX's transformer costs: parameters per module, FLOPs of one step, and the LoRA targets.
 
 Works on any diffusers ``FluxTransformer2DModel`` (e.g. the full size on the meta device,
-``kontext_teach.full_size.meta_components()``) or on a ``TransformerConfig``. FLOPs are
+``kontext_teach.anatomy.full_size.meta_components()``) or on a ``TransformerConfig``. FLOPs are
 counted analytically, matmuls only (2 m n k each), in five categories; ``measured_flops``
 checks the formula with ``torch.utils.flop_counter``. The plots show where the weights are
 and where the compute goes.
@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .transformer import TransformerConfig
+from ..transformer import TransformerConfig
 
 BLOCK_LISTS = ("transformer_blocks", "single_transformer_blocks")  # diffusers' double and single blocks
 

@@ -11,7 +11,7 @@ import torch
 from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
 from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
 
-from . import miniature
+from ..toy import miniature
 
 HUB_ID = "black-forest-labs/FLUX.1-Kontext-dev"
 

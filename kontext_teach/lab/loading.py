@@ -11,7 +11,7 @@ import pathlib
 import torch
 from diffusers import FluxKontextPipeline
 
-EMBEDDED_MODEL_DIR = pathlib.Path(__file__).parent / "embedded_model"
+EMBEDDED_MODEL_DIR = pathlib.Path(__file__).parents[1] / "toy" / "embedded_model"
 REQUIRED_COMPONENTS = ("transformer", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler")
 MODEL_ENV = "KONTEXT_TEACH_MODEL"
 DOWNLOAD_ENV = "KONTEXT_TEACH_ALLOW_DOWNLOAD"

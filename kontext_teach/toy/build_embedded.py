@@ -1,12 +1,12 @@
 """Build the untrained miniature Kontext: tokenizers and seeded random weights.
 
-    python -m kontext_teach.build_embedded [--out DIR] [--seed N]
+    python -m kontext_teach.toy.build_embedded [--out DIR] [--seed N]
 
 Writes a diffusers ``save_pretrained`` folder (transformer, vae, text_encoder,
 text_encoder_2, tokenizer, tokenizer_2, scheduler), by default ``build/mini-kontext-init``.
-``python -m kontext_teach.mini_training --base build/mini-kontext-init ...`` then trains the
+``python -m kontext_teach.toy.mini_training --base build/mini-kontext-init ...`` then trains the
 VAE and the transformer on the toy world and writes the pipeline that ships in
-``kontext_teach/embedded_model`` (``make embedded`` runs both; the shipped folder's
+``kontext_teach/toy/embedded_model`` (``make embedded`` runs both; the shipped folder's
 ``training_record.json`` holds the exact arguments). Everything is reproducible:
 
 * the CLIP tokenizer uses the real CLIP BPE vocabulary (49,408 tokens), read from the

@@ -1,7 +1,7 @@
 """Train the miniature Kontext on the toy editing world: first the VAE, then the transformer.
 
-    python -m kontext_teach.mini_training --out runs/mini            # defaults: about 25 min on 2 CPU cores
-    python -m kontext_teach.mini_training --help                     # every option with its default
+    python -m kontext_teach.toy.mini_training --out runs/mini            # defaults: about 25 min on 2 CPU cores
+    python -m kontext_teach.toy.mini_training --help                     # every option with its default
 
 Defaults: VAE widths 16,32,64,64 (1.0 M parameters), 6 minutes, batch 16, lr 1e-3;
 transformer 12 heads x 16 = hidden 192, 2 double + 3 single blocks, RoPE axes (4, 6, 6)
@@ -55,11 +55,11 @@ from tqdm.auto import tqdm
 
 from . import miniature, toy_world
 from .edit_metric import TEXT_LENGTH, evaluate, format_table
-from .harness import avoid_failing_attention_backends, silence_libraries
-from .loading import EMBEDDED_MODEL_DIR, load_pipeline
-from .packing import pack_latents
-from .position_ids import kontext_image_ids, text_ids, token_grid
-from .timestep_sampling import noisy_latents, sample_u, sigmas_from_u
+from ..lab.harness import avoid_failing_attention_backends, silence_libraries
+from ..lab.loading import EMBEDDED_MODEL_DIR, load_pipeline
+from ..packing import pack_latents
+from ..position_ids import kontext_image_ids, text_ids, token_grid
+from ..training.timestep_sampling import noisy_latents, sample_u, sigmas_from_u
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -367,7 +367,7 @@ def train_transformer(transformer: FluxTransformer2DModel, data: EditData, *, de
 # --- the whole recipe --------------------------------------------------------------------
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m kontext_teach.mini_training",
+    parser = argparse.ArgumentParser(prog="python -m kontext_teach.toy.mini_training",
                                      description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--out", type=pathlib.Path, required=True, help="pipeline folder to write")

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .packing import pack_latents
-from .position_ids import kontext_image_ids, text_ids
+from ..packing import pack_latents
+from ..position_ids import kontext_image_ids, text_ids
 from .timestep_sampling import noisy_latents
 
 

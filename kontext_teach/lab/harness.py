@@ -41,7 +41,7 @@ def package_versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}
     for name in VERSIONED_PACKAGES:
         versions[name] = importlib.metadata.version(name)
-    from . import __version__
+    from .. import __version__
 
     versions["kontext_teach"] = __version__
     return versions

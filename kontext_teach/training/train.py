@@ -1,13 +1,13 @@
 """Train a Kontext LoRA from the command line.
 
-    python -m kontext_teach.train --data my_pairs/ --output runs/my_lora
-    python -m kontext_teach.train --model /models/FLUX.1-Kontext-dev --data my_pairs/ \\
+    python -m kontext_teach.training.train --data my_pairs/ --output runs/my_lora
+    python -m kontext_teach.training.train --model /models/FLUX.1-Kontext-dev --data my_pairs/ \\
         --output runs/real --rank 16 --gradient-checkpointing --steps 1000
-    accelerate launch --num_processes 2 -m kontext_teach.train --data my_pairs/ --output runs/ddp
-    torchrun --nproc_per_node 2 -m kontext_teach.train --data my_pairs/ --output runs/ddp   (also on CPUs)
+    accelerate launch --num_processes 2 -m kontext_teach.training.train --data my_pairs/ --output runs/ddp
+    torchrun --nproc_per_node 2 -m kontext_teach.training.train --data my_pairs/ --output runs/ddp   (also on CPUs)
 
 The dataset folder holds images and a pairs.jsonl (or pairs.csv) with the fields source,
-target and instruction (see kontext_teach.edit_pairs). The LoRA is written as
+target and instruction (see kontext_teach.training.edit_pairs). The LoRA is written as
 OUTPUT/pytorch_lora_weights.safetensors, which a stock diffusers FluxKontextPipeline loads
 with `pipe.load_lora_weights(OUTPUT)`. Interrupted? Run the same command with --resume.
 With N processes each step draws N x batch-size pairs and every process trains on its share:
@@ -19,7 +19,7 @@ import dataclasses
 import sys
 
 from .edit_pairs import PairDataError, load_pair_folder
-from .loading import ModelSourceError, load_pipeline
+from ..lab.loading import ModelSourceError, load_pipeline
 from .lora_training import LORA_TARGETS, TrainConfig, loss_by_sigma, train_lora
 from .timestep_sampling import DENSITIES, LOSS_WEIGHTINGS
 
@@ -58,7 +58,7 @@ HELP = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m kontext_teach.train", description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog="python -m kontext_teach.training.train", description=__doc__.split("\n\n")[0],
                                      epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="dataset folder with pairs.jsonl or pairs.csv and the images")
     parser.add_argument("--output", required=True, help="folder for the LoRA file, checkpoints and train_config.json")

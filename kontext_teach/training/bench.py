@@ -1,7 +1,7 @@
 """Side-by-side speed of one Kontext LoRA training step: the reference set-up against ours.
 
-    python -m kontext_teach.bench                      # full size on a GPU, 512² and 1024²
-    python -m kontext_teach.bench --size small         # a scaled-down model (what CI runs on CPU)
+    python -m kontext_teach.training.bench                      # full size on a GPU, 512² and 1024²
+    python -m kontext_teach.training.bench --size small         # a scaled-down model (what CI runs on CPU)
 
 Both variants train the same LoRA (r16 on to_q/to_k/to_v/to_out.0) of the same
 FluxTransformer2DModel with random weights, built on the meta device and materialised on the
@@ -29,8 +29,8 @@ from accelerate import Accelerator
 from diffusers import FluxTransformer2DModel
 from torch.utils.flop_counter import FlopCounterMode
 
-from . import full_size
-from .harness import avoid_failing_attention_backends, silence_libraries
+from ..anatomy import full_size
+from ..lab.harness import avoid_failing_attention_backends, silence_libraries
 from .kontext_objective import EditBatch, kontext_prediction
 from .lora_training import TrainConfig, make_optimizer, mixed_precision, optimizer_step, prepare_transformer
 
@@ -163,7 +163,7 @@ def report(rows: list[dict], device_name: str) -> str:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m kontext_teach.bench", description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog="python -m kontext_teach.training.bench", description=__doc__.split("\n\n")[0],
                                      epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", choices=["full", "small"], default=None,
                         help="full FLUX.1-Kontext-dev transformer (default on GPU) or a scaled-down one (default on CPU)")

@@ -75,7 +75,7 @@ def read_index(folder: pathlib.Path) -> list[tuple[str, dict]]:
         with table.open(newline="") as handle:
             return [(f"{table}:{number}", row) for number, row in enumerate(csv.DictReader(handle), start=2)]
     raise PairDataError(f"{folder} has no pairs.jsonl or pairs.csv; write one line per pair with the fields "
-                        f"{', '.join(FIELDS)} (see kontext_teach.edit_pairs)")
+                        f"{', '.join(FIELDS)} (see kontext_teach.training.edit_pairs)")
 
 
 def load_pair_folder(folder) -> list[EditPair]:

@@ -32,7 +32,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from .edit_pairs import EditPair, check_pair
-from .harness import avoid_failing_attention_backends
+from ..lab.harness import avoid_failing_attention_backends
 from .kontext_objective import EditBatch, kontext_loss
 from .timestep_sampling import loss_weighting, sample_u, sigmas_from_u
 

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 import matplotlib.pyplot as plt
 import torch
 
-from .packing import pack_latents, unpack_latents
-from .position_ids import kontext_image_ids, text_ids
-from .schedule import shifted_sigmas
+from ..packing import pack_latents, unpack_latents
+from ..position_ids import kontext_image_ids, text_ids
+from ..schedule import shifted_sigmas
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,14 @@
+"""The toy world and the embedded miniature Kontext that is trained on it.
+
+* ``toy_world``      - seed -> (source image, instruction, target image, scene descriptions)
+* ``edit_metric``    - did the edit happen? a metric read off the toy scenes
+* ``prompt_corpus``  - the sentences the miniature's T5 tokenizer is trained on
+* ``miniature``      - configs of the miniature (the real diffusers/transformers classes, tiny)
+* ``build_embedded`` - the untrained miniature: tokenizers and seeded weights
+                       (``python -m kontext_teach build-embedded``)
+* ``mini_training``  - train it on the toy world: VAE, CFG teacher, guidance-distilled student
+                       (``python -m kontext_teach mini-training``; notebook A1)
+* ``embedded_model/`` - the shipped, trained miniature: a diffusers ``FluxKontextPipeline`` folder
+
+May import the pipeline step modules, ``lab`` and ``training``; the step modules never import from here.
+"""
