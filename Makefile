@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.kontext-teach-installed
+# Extra options for `jupyter lab`, e.g. make lab LAB_ARGS="--no-browser --port 8899"
 LAB_ARGS ?=
 # Jupyter refuses to run as root without this (containers, CI).
 AS_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
@@ -13,7 +14,7 @@ THREADS ?= 1
 OFFLINE := KONTEXT_TEACH_OFFLINE=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=$(THREADS)
 NBVAL := --nbval --nbval-current-env --nbval-cell-timeout=300 --nbval-sanitize-with tests/sanitize.cfg
 
-.PHONY: setup lab test unit nbval book execute embedded clean
+.PHONY: setup lab test unit nbval book book-check execute train embedded clean
 
 setup: $(STAMP)
 
@@ -35,22 +36,41 @@ unit: setup
 nbval: setup
 	$(OFFLINE) $(PY) -m pytest $(NBVAL) $(NB)
 
-## make book: execute every notebook headless and write HTML under build/
+## make book: execute every notebook headless and write HTML under build/ that reads offline
+## (widgets as static views of their stored state, formulas as MathML, no CDN scripts)
 book: setup
 	$(OFFLINE) $(VENV)/bin/jupyter nbconvert --to html --execute --ExecutePreprocessor.timeout=600 \
-		--ExecutePreprocessor.kernel_name=kontext-teach --output-dir build $(NB)
+		--ExecutePreprocessor.kernel_name=kontext-teach --ExecutePreprocessor.store_widget_state=True \
+		--output-dir build $(NB)
+	$(PY) scripts/offline_book.py $(patsubst notebooks/%.ipynb,build/%.html,$(wildcard $(NB)))
+
+## make book-check: the book in headless Chromium, network off (skipped without chromium); screenshots in build/shots
+book-check:
+	$(PY) scripts/check_book.py $(patsubst notebooks/%.ipynb,build/%.html,$(wildcard $(NB))) --screenshots build/shots
 
 ## make execute NB=notebooks/04_packing.ipynb: re-execute notebooks in place (before committing)
 execute: setup
 	$(OFFLINE) $(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=600 \
 		--ExecutePreprocessor.kernel_name=kontext-teach $(NB)
 
-## make embedded: rebuild the shipped miniature: tokenizers and initial weights, then training on the
-## toy world (about 25 minutes on 2 CPU cores; on a GPU add MINI_ARGS="--minutes 3 ...")
-MINI_ARGS ?= --threads 1 --vae-minutes 6 --minutes 14 --quiet
+## make train ARGS="--data my_pairs/ --output runs/my_lora": train a LoRA (ARGS=--help lists the options)
+ARGS ?= --help
+train: setup
+	$(PY) -m kontext_teach train $(ARGS)
+
+## make embedded: rebuild the miniature from scratch in one command, with the recipe of the shipped weights'
+## last two runs (notebook A1): VAE, then the transformer as a CFG teacher (prompt dropout, 128/512-token steps,
+## the binding families and the edited tokens stressed), then guidance distillation into the student; then the
+## report (evaluation.json). About 100 minutes on 2 CPU cores. On a GPU: MINI_ARGS="... --batch 256
+## --train-pairs 60000 --workers 4" with shorter budgets (scripts/gpu_session.sh).
+MINI_ARGS ?= --threads 2 --workers 2 --vae-minutes 6 --minutes 60 --train-pairs 20000 --batch 64 --lr 5e-4 \
+	--guidance-range 1 1 --prompt-dropout 0.1 --edit-weight 4 --family-weights 3,1,3,1 \
+	--long-text-lengths 128,512 --long-share 0.25 --long-batch 8 --distill-minutes 20 --eval-pairs 0 --quiet
 embedded: setup
 	$(PY) -m kontext_teach build-embedded --out build/mini-kontext-init
 	$(PY) -m kontext_teach mini-training --base build/mini-kontext-init --out build/mini-kontext $(MINI_ARGS)
+	$(PY) -m kontext_teach.toy.miniature_report build/mini-kontext --threads 2
+	cp kontext_teach/toy/embedded_model/lora_experiments.json build/mini-kontext/ 2>/dev/null || true
 	rm -rf kontext_teach/toy/embedded_model && cp -r build/mini-kontext kontext_teach/toy/embedded_model
 
 clean:

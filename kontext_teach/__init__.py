@@ -26,11 +26,18 @@ checks it); the rooms may import the steps. Command lines: ``python -m kontext_t
 """
 
 import importlib
+import os
+
+# Importing diffusers' Flux pipelines makes transformers say, on stderr, that torchvision is absent
+# (the series does not need it). Notebooks must not write to stderr, so the library starts quiet;
+# set TRANSFORMERS_VERBOSITY yourself to hear it. kt.setup() silences the rest.
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 __version__ = "0.1.0"
 STEPS = ("preprocessing", "prompt_encoding", "vae_latents", "packing", "position_ids", "rope", "schedule",
          "transformer", "sampling")
-_LAB = {"compare": "harness", "setup": "harness", "ModelSourceError": "loading", "load_pipeline": "loading"}
+_LAB = {"compare": "harness", "setup": "harness", "ModelSourceError": "loading", "load_pipeline": "loading",
+        "load_lora": "loading"}
 __all__ = [*_LAB, *STEPS]
 
 
@@ -38,20 +45,7 @@ def __getattr__(name: str):
     """Import on first use (PEP 562): `import kontext_teach` stays instant, so command lines answer --help
     at once; `kt.load_pipeline`, `kt.setup`, `kt.compare` and the step modules (`kt.packing`) load when used."""
     if name in _LAB:
-        return getattr(_quietly_import(f".lab.{_LAB[name]}"), name)
+        return getattr(importlib.import_module(f".lab.{_LAB[name]}", __name__), name)
     if name in STEPS or name in ("anatomy", "training", "toy", "lab", "solutions"):
-        return _quietly_import(f".{name}")
+        return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'kontext_teach' has no attribute {name!r}")
-
-
-def _quietly_import(module: str):
-    # Importing diffusers' Flux pipelines makes transformers warn once, on stderr, that
-    # torchvision is absent (the series does not need it). Keep that import quiet.
-    from transformers.utils import logging as transformers_logging
-
-    verbosity = transformers_logging.get_verbosity()
-    transformers_logging.set_verbosity_error()
-    try:
-        return importlib.import_module(module, __name__)
-    finally:
-        transformers_logging.set_verbosity(verbosity)

@@ -78,9 +78,11 @@ def _as_size(image_size, multiple_of: int) -> Size:
         raise ValueError(f"image_size must be (width, height) like PIL's image.size, got {image_size!r}")
     width, height = (_check_side(n, v) for n, v in zip(("image width", "image height"), image_size))
     if width < multiple_of or height < multiple_of:
-        raise ValueError(f"the image is {width}x{height} px; both sides must be at least {multiple_of} px "
-                         f"(the pipeline floors sides to multiples of {multiple_of}, and 0 px fails). "
-                         "Upscale it first, e.g. image.resize((max(w, 64), max(h, 64)), Image.LANCZOS)")
+        raise ValueError(f"the image is {width}x{height} px; both sides must be at least {multiple_of} px. The "
+                         f"pipeline floors sides to multiples of {multiple_of}: a height of 0 then divides by zero "
+                         "(aspect = width / height), a width of 0 snaps to the tallest preferred resolution "
+                         "whatever the image shows. Upscale it first, e.g. "
+                         "image.resize((max(w, 64), max(h, 64)), Image.LANCZOS)")
     return Size(width, height)
 
 
@@ -196,8 +198,10 @@ ROUNDING = ("error", "floor", "nearest")
 def fit_to_multiple(width: int, height: int, multiple_of: int = MULTIPLE_OF, rounding: str = "error") -> Size:
     """(width, height) as multiples of ``multiple_of``, with an explicit policy instead of a warning.
 
-    rounding: "error" (default) raises ValueError naming both fixes; "floor" rounds down, as the
-    pipeline does; "nearest" rounds to the closest multiple (never below ``multiple_of``).
+    rounding: "error" (default) raises ValueError naming both fixes; "floor" rounds down; "nearest"
+    rounds to the closest multiple (never below ``multiple_of``). Passed as ``height``/``width``, the
+    pipeline floors only after rescaling the area to ``max_area`` (``output_size``), so "floor" is what
+    it generates only with ``max_area=height*width``.
     """
     if rounding not in ROUNDING:
         raise ValueError(f"rounding must be one of {ROUNDING}, got {rounding!r}")
@@ -212,7 +216,10 @@ def fit_to_multiple(width: int, height: int, multiple_of: int = MULTIPLE_OF, rou
     if (width, height) != floored:
         raise ValueError(f"{width}x{height} is not a multiple of {multiple_of} on both sides (the VAE downsamples "
                          f"{VAE_SCALE_FACTOR}x and the transformer packs {PATCH}x{PATCH} latent patches). Use "
-                         f"{floored} (rounding='floor', what the pipeline does) or {nearest} (rounding='nearest')")
+                         f"{floored} (rounding='floor') or {nearest} (rounding='nearest'). Passed as height/width, "
+                         f"the pipeline would make neither: it rescales the area to max_area first "
+                         f"({output_size(height, width, multiple_of=multiple_of)} with the default 1024², floored), "
+                         f"and floors to {floored} only with max_area=height*width")
     return Size(width, height)
 
 
@@ -253,6 +260,16 @@ def to_rgb(image: Image.Image, background: tuple[int, int, int] = WHITE) -> Imag
     raise ValueError(f"image mode {image.mode!r} is not supported: its value range is ambiguous or it has no RGB "
                      "meaning. Scale it to 0..255 and convert it yourself, e.g. "
                      "Image.fromarray(np.clip(np.asarray(img) / scale, 0, 255).astype('uint8')).convert('RGB')")
+
+
+def check_image_mode(image: Image.Image, name: str = "image") -> None:
+    """Raise a ValueError saying what to do unless ``image`` is RGB, the one mode FluxKontextPipeline
+    handles (it converts nothing: RGBA, L or 16-bit images fail deep inside the VAE's first convolution)."""
+    if image.mode != "RGB":
+        raise ValueError(f"{name} has mode {image.mode}, but FluxKontextPipeline needs RGB (its VAE fails on other "
+                         "channel counts). Convert it first: image.convert('RGB'), or "
+                         "kontext_teach.preprocessing.to_rgb(image), which composites transparency on white and "
+                         "scales 16-bit images correctly")
 
 
 def resize_lanczos(image: Image.Image, size: Size) -> Image.Image:

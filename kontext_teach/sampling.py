@@ -4,7 +4,7 @@
     text         prompt_encoding.encode_prompt                             (notebook 02)
     context      vae_latents.encode_image_latents -> packing.pack_latents  (notebooks 03, 04)
     ids          position_ids.kontext_image_ids, text_ids                  (notebook 05)
-    schedule     schedule.shifted_sigmas, timesteps_from_sigmas            (notebook 06)
+    schedule     schedule.shift_config (the scheduler's constants), shifted_sigmas (notebook 06)
     loop         transformer call (diffusers' or ours, notebook 07), schedule.euler_step
     image        packing.unpack_latents -> vae_latents.decode_image_latents
 
@@ -19,7 +19,7 @@ from .packing import pack_latents, unpack_latents
 from .position_ids import CONTEXT_INDEX, kontext_image_ids, text_ids
 from .preprocessing import plan_sizes, preprocess_condition_image
 from .prompt_encoding import encode_prompt
-from .schedule import euler_step, shifted_sigmas, timesteps_from_sigmas
+from .schedule import euler_step, shift_config, shifted_sigmas
 from .transformer import KontextTransformer
 from .vae_latents import decode_image_latents, encode_image_latents
 
@@ -33,22 +33,33 @@ class EditResult:
 
 
 def initial_noise(batch_size: int, channels: int, latent_height: int, latent_width: int,
-                  generator: torch.Generator | None = None) -> torch.Tensor:
-    """Packed Gaussian noise [B, Lt, 4C], drawn as the pipeline draws it (unpacked, then packed)."""
-    noise = torch.randn(batch_size, channels, latent_height, latent_width, generator=generator)
+                  generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Packed Gaussian noise [B, Lt, 4C], drawn as the pipeline draws it (unpacked, in ``dtype``, then packed)."""
+    noise = torch.randn(batch_size, channels, latent_height, latent_width, generator=generator, dtype=dtype)
     return pack_latents(noise)
+
+
+def model_timestep(sigma, batch: int, dtype: torch.dtype, num_train_timesteps: int = 1000) -> torch.Tensor:
+    """The `timestep` the transformer is given at noise level sigma: [B], in ``dtype``.
+
+    As ``FluxKontextPipeline.__call__``: the scheduler's timestep t = sigma * num_train_timesteps (fp32) is
+    cast to the latents' dtype first and divided by 1000 in that dtype. In bf16 this rounds differently
+    from casting sigma (or t / 1000 computed in fp32), so the order matters for a bit-exact loop.
+    """
+    t = torch.as_tensor(sigma, dtype=torch.float32) * num_train_timesteps  # the scheduler's timestep
+    return t.expand(batch).to(dtype) / 1000  # [B]
 
 
 def predict_velocity(transformer, latents: torch.Tensor, context: torch.Tensor, sigma: torch.Tensor,
                      guidance: torch.Tensor | None, pooled: torch.Tensor, prompt_embeds: torch.Tensor,
-                     ids: torch.Tensor) -> torch.Tensor:
-    """One transformer call on [target; context] tokens, sliced to the target: [B, Lt, 64].
+                     ids: torch.Tensor, num_train_timesteps: int = 1000) -> torch.Tensor:
+    """One transformer call on [target; context] tokens at noise level sigma, sliced to the target: [B, Lt, 64].
 
     `transformer` is diffusers' FluxTransformer2DModel or the from-scratch KontextTransformer.
     """
     batch = latents.shape[0]
     inputs = dict(hidden_states=torch.cat([latents, context], dim=1),  # [B, Lt + Lc, 64]
-                  timestep=sigma.expand(batch).to(latents.dtype),  # t / 1000
+                  timestep=model_timestep(sigma, batch, latents.dtype, num_train_timesteps),  # [B]: t / 1000
                   guidance=guidance, pooled_projections=pooled, encoder_hidden_states=prompt_embeds,
                   txt_ids=text_ids(prompt_embeds.shape[1]).to(latents.device, latents.dtype),
                   img_ids=ids.to(latents.device, latents.dtype))
@@ -81,12 +92,14 @@ def kontext_edit(components: dict, image, prompt, *, height: int, width: int, ma
 
     latent_h, latent_w = 2 * (plan.output.height // 16), 2 * (plan.output.width // 16)
     if latents is None:
-        latents = initial_noise(batch, vae.config.latent_channels, latent_h, latent_w, generator)
+        latents = initial_noise(batch, vae.config.latent_channels, latent_h, latent_w, generator, prompt_embeds.dtype)
+    latents = latents.to(prompt_embeds.device, prompt_embeds.dtype)  # as the pipeline: the prompt's dtype
     ids = kontext_image_ids((latent_h // 2, latent_w // 2), (context_latents.shape[2] // 2, context_latents.shape[3] // 2))
     ids[latents.shape[1]:, 0] = context_index
 
-    sigmas = shifted_sigmas(num_inference_steps, latents.shape[1])  # [N + 1], ending in 0
-    timesteps = timesteps_from_sigmas(sigmas)  # [N], 1000 ... > 0
+    scheduler_config = components["scheduler"].config
+    sigmas = shifted_sigmas(num_inference_steps, latents.shape[1], **shift_config(scheduler_config))  # [N + 1]
+    num_train_timesteps = scheduler_config.get("num_train_timesteps", 1000)
     guidance_embeds = getattr(transformer.config, "guidance_embeds", True)
     guidance = torch.full((batch,), guidance_scale, dtype=torch.float32) if guidance_embeds else None
     negative = None
@@ -95,11 +108,12 @@ def kontext_edit(components: dict, image, prompt, *, height: int, width: int, ma
                                  else negative_prompt, max_sequence_length=max_sequence_length)
 
     trajectory = [latents] if keep_trajectory else []
-    for i, t in enumerate(timesteps):
-        velocity = predict_velocity(transformer, latents, context, t / 1000, guidance, pooled, prompt_embeds, ids)
+    for i in range(num_inference_steps):
+        velocity = predict_velocity(transformer, latents, context, sigmas[i], guidance, pooled, prompt_embeds, ids,
+                                    num_train_timesteps)
         if negative is not None:  # true CFG: a second pass with the negative prompt
-            negative_velocity = predict_velocity(transformer, latents, context, t / 1000, guidance, negative[1],
-                                                 negative[0], ids)
+            negative_velocity = predict_velocity(transformer, latents, context, sigmas[i], guidance, negative[1],
+                                                 negative[0], ids, num_train_timesteps)
             velocity = negative_velocity + true_cfg_scale * (velocity - negative_velocity)
         latents = euler_step(latents, velocity, sigmas[i], sigmas[i + 1])  # x += (sigma_next - sigma) v
         if keep_trajectory:

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .position_ids import PATCH, VAE_SCALE_FACTOR, token_grid
+from .preprocessing import output_size
 
 
 def _check_num_steps(num_steps: int) -> None:
@@ -55,6 +56,32 @@ def time_shift(mu: float, sigmas: torch.Tensor | np.ndarray, exponent: float = 1
     return math.exp(mu) / (math.exp(mu) + (1 / sigmas - 1) ** exponent)
 
 
+# The scheduler options that FluxKontextPipeline reads (calculate_shift's four constants), with their
+# diffusers defaults, and the keyword of shift_mu each one feeds.
+SHIFT_CONFIG_KEYS = {"base_image_seq_len": ("base_tokens", 256), "max_image_seq_len": ("max_tokens", 4096),
+                     "base_shift": ("base_shift", 0.5), "max_shift": ("max_shift", 1.15)}
+# Options of FlowMatchEulerDiscreteScheduler.set_timesteps that this module does not rebuild, with the value
+# that leaves them off (FLUX's setting).
+UNSUPPORTED_SCHEDULER_OPTIONS = {"use_dynamic_shifting": True, "time_shift_type": "exponential",
+                                 "shift_terminal": None, "use_karras_sigmas": False,
+                                 "use_exponential_sigmas": False, "use_beta_sigmas": False, "invert_sigmas": False}
+
+
+def shift_config(scheduler_config) -> dict:
+    """shift_mu's keywords from a scheduler's config, read as ``FluxKontextPipeline.__call__`` reads them
+    (``scheduler.config.get("base_image_seq_len", 256)`` and so on).
+
+    Raises ValueError for a scheduler option that changes the sigmas in a way this module does not rebuild.
+    """
+    changed = {key: scheduler_config.get(key, off) for key, off in UNSUPPORTED_SCHEDULER_OPTIONS.items()
+               if (scheduler_config.get(key, off) or None) != (off or None)}  # None, 0 and False: off
+    if changed:
+        raise ValueError(f"the scheduler's config sets {changed}; shifted_sigmas rebuilds only FLUX's setting "
+                         f"{UNSUPPORTED_SCHEDULER_OPTIONS}. Use the pipeline itself for this scheduler, or "
+                         "load one with FLUX's scheduler_config.json")
+    return {name: scheduler_config.get(key, default) for key, (name, default) in SHIFT_CONFIG_KEYS.items()}
+
+
 def shifted_sigmas(num_steps: int, num_target_tokens: int, **shift_config) -> torch.Tensor:
     """The N shifted sigmas followed by a final 0: [N + 1], as the scheduler keeps them."""
     mu = shift_mu(num_target_tokens, **shift_config)
@@ -71,9 +98,14 @@ def target_tokens(height: int, width: int) -> int:
     """The number of packed target tokens of a height x width output: (height/16) * (width/16)."""
     multiple = VAE_SCALE_FACTOR * PATCH
     if height < multiple or width < multiple or height % multiple or width % multiple:
+        floored = (multiple * max(1, height // multiple), multiple * max(1, width // multiple))
+        pipeline = output_size(max(1, height), max(1, width))  # what FluxKontextPipeline(height=, width=) makes
         raise ValueError(f"height and width must be positive multiples of {multiple} (8 for the VAE x 2 for "
-                         f"packing); got {height}x{width}. Round down as the pipeline does: "
-                         f"{multiple * max(1, height // multiple)}x{multiple * max(1, width // multiple)}")
+                         f"packing); got height={height}, width={width}. Pass the size the pipeline really "
+                         f"generates: it rescales height x width to max_area first, then floors "
+                         f"(preprocessing.output_size); with the default max_area 1024² that is "
+                         f"height={pipeline.height}, width={pipeline.width}. Floored alone, height={floored[0]}, "
+                         f"width={floored[1]} is what it makes only with max_area=height*width")
     rows, cols = token_grid(height, width)
     return rows * cols
 

@@ -4,7 +4,8 @@
 #   1. three trainings of the miniature side by side (it is far too small to fill the GPU alone):
 #      g1 continues the shipped transformer, g2 starts from scratch, g3 continues with more
 #      high-noise training; each evaluates itself on held-out pairs at the end;
-#   2. the full-size LoRA step benchmark (issue 7) at 1024², once the GPU is free again.
+#   2. the full-size LoRA step benchmark (issue 7) at 1024², once the GPU is free again ($OUT/bench.json:
+#      adopt it here with `.venv/bin/python -m kontext_teach bench --adopt FILE`).
 # Everything worth keeping lands in $OUT (at most 8 files come back): g1.tar g2.tar g3.tar, logs.
 # Knobs: MINUTES (training budget per run), PAIRS, TRAIN_DEADLINE / END (seconds since start).
 set -u
@@ -44,7 +45,8 @@ nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv
 left=$(( END - $(elapsed) ))
 echo "benchmark with ${left}s left"
 if [ "$left" -gt 60 ]; then
-    timeout "$left" python3 -m kontext_teach.training.bench --sides 1024 --warmup 2 --steps 4 --checkpoint-fraction 1.0 0.5 \
+    timeout "$left" python3 -m kontext_teach bench --sides 1024 --warmup 2 --steps 4 --checkpoint-fraction 1.0 0.5 \
+        --results "$OUT/bench.json" \
         2>&1 | tee "$OUT/bench.log"
 fi
 echo "all done at $(elapsed)s"

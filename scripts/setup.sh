@@ -36,4 +36,16 @@ fi
 # Only for the CLIP BPE file used by `python -m kontext_teach.toy.build_embedded` (never imported).
 "${PIP[@]}" install -q --no-deps open-clip-torch==3.3.0
 "$VENV/bin/python" -m ipykernel install --sys-prefix --name kontext-teach --display-name "Python (kontext-teach)" >/dev/null
+# Kernels keep jupyter's default TCP transport on localhost: with "ipc" (Unix sockets), nbconvert's
+# executor waited 60 s and reported "Kernel didn't respond" on every notebook (jupyter_client 8, here).
+# The kernel's "running over TCP without encryption" notice is harmless: it listens on 127.0.0.1 only.
+rm -f "$VENV/etc/jupyter/jupyter_config.json"
+# JupyterLab inside this venv: no "fetch Jupyter news?" pop-up and no update check on first start
+# (both would ask the internet; the series runs offline). Users can still change it in Settings.
+mkdir -p "$VENV/share/jupyter/lab/settings"
+cat > "$VENV/share/jupyter/lab/settings/overrides.json" <<'JSON'
+{
+  "@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": false}
+}
+JSON
 "$VENV/bin/python" -c "import torch, diffusers, kontext_teach; print('kontext-teach ready: torch', torch.__version__, '| diffusers', diffusers.__version__)"

@@ -1,4 +1,7 @@
-"""The training-speed benchmark runs on CPU, and its fast variant trains the same LoRA."""
+"""The training-speed benchmark runs on CPU, and its fast variant trains the same LoRA;
+its results are kept as JSON files and README's table is rendered from the newest."""
+
+import json
 
 import pytest
 import torch
@@ -44,9 +47,66 @@ def test_full_size_forward_flops_at_1024():
 
 
 def test_benchmark_script_prints_side_by_side_ratios(capsys):
+    before = sorted(bench.RESULTS_DIR.glob("*"))
     bench.main(["--size", "small", "--sides", "32", "--warmup", "0", "--steps", "1", "--compile", "no"])
     out = capsys.readouterr().out
     assert "(a) reference" in out and "(b) kontext_teach ckpt 50%" in out and "speed-up (a)/(b)" in out
+    assert "nan" not in out.lower() and "peak memory n/a" in out  # CPU: memory not measured, said so
+    assert sorted(bench.RESULTS_DIR.glob("*")) == before  # a CPU run leaves the repository's results alone
+
+
+def test_results_file_holds_what_the_run_measured(tmp_path, capsys):
+    path = tmp_path / "cpu.json"
+    bench.main(["--size", "small", "--sides", "32", "--warmup", "0", "--steps", "3", "--compile", "no",
+                "--checkpoint-fraction", "1", "--results", str(path)])
+    document = json.loads(path.read_text())
+    assert document["card"].startswith("CPU") and document["torch"] == torch.__version__
+    assert {"driver", "diffusers", "transformers", "date", "commands", "settings"} <= document.keys()
+    assert "--results" in document["commands"][0] and document["settings"]["steps"] == 3
+    reference, fast = document["rows"]
+    for row in (reference, fast):
+        assert len(row["step_seconds"]) == 3 and row["seconds_min"] <= row["seconds"] <= row["seconds_max"]
+        assert row["peak_gib"] is None and row["tflops"] > 0
+    assert reference["ratio_to_a"] == 1.0
+    assert fast["ratio_to_a"] == pytest.approx(reference["seconds"] / fast["seconds"])
+    assert "(b) checkpointing on every block" in bench.render_table(dict(document, file=path.name))
+
+
+def test_readme_table_is_the_rendering_of_the_newest_results():
+    readme = bench.README.read_text()
+    assert bench.TABLE_START in readme, "README lost its bench-table markers"
+    assert readme == bench.render_readme(readme, bench.latest_results()), \
+        "README's Performance table is stale: run `python -m kontext_teach bench --render-readme`"
+
+
+def test_newest_results_file_wins_and_renders(tmp_path):
+    document = bench.latest_results()
+    for date, seconds in (("2026-01-01", 9.0), ("2027-01-01", 4.0)):
+        rows = [dict(row, seconds=seconds) for row in document["rows"]]
+        (tmp_path / f"{date}-card.json").write_text(json.dumps(dict(document, date=date, rows=rows)))
+    newest = bench.latest_results(tmp_path)
+    assert newest["date"] == "2027-01-01" and newest["file"] == "2027-01-01-card.json"
+    assert "4.000 s/step" in bench.render_table(newest) and "9.000" not in bench.render_table(newest)
+    with pytest.raises(ValueError, match="bench-table"):
+        bench.render_readme("no markers here", newest)
+    with pytest.raises(FileNotFoundError, match="no benchmark results"):
+        bench.latest_results(tmp_path / "empty")
+
+
+def test_results_summary_gives_every_size_and_variant():
+    document = bench.latest_results()
+    summary = bench.results_summary(document).splitlines()
+    assert len(summary) == 1 + len(document["rows"]) and document["card"] in summary[0]
+    for row, line in zip(sorted(document["rows"], key=lambda r: -r["side"]), summary[1:]):
+        assert line.startswith(f"{row['side']}²") and f"{row['seconds']:.3f} s/step" in line
+
+
+def test_results_path_does_not_overwrite(tmp_path):
+    document = dict(card="NVIDIA H200", date="2026-11-27")
+    first = bench.results_path(document, tmp_path)
+    assert first.name == "2026-11-27-nvidia-h200.json"
+    first.write_text("{}")
+    assert bench.results_path(document, tmp_path).name == "2026-11-27-nvidia-h200-2.json"
 
 
 def test_one_fast_variant_per_checkpoint_fraction(capsys):
@@ -61,3 +121,16 @@ def test_one_fast_variant_per_checkpoint_fraction(capsys):
 def test_checkpoint_fraction_outside_0_1_is_refused():
     with pytest.raises(ValueError, match="shares of the blocks"):
         bench.variants(torch.device("cpu"), [1.5], compile_blocks=False)
+
+
+def test_adopting_a_gpu_results_file_renders_the_readme(tmp_path, monkeypatch, capsys):
+    results, readme = tmp_path / "results", tmp_path / "README.md"
+    incoming = dict(bench.latest_results(), date="2030-01-02", card="Some GPU 80GB")
+    monkeypatch.setattr(bench, "RESULTS_DIR", results)
+    monkeypatch.setattr(bench, "README", readme)
+    readme.write_text(f"# x\n{bench.TABLE_START}\nold\n{bench.TABLE_END}\nafter\n")
+    (tmp_path / "bench.json").write_text(json.dumps(incoming))
+    bench.main(["--adopt", str(tmp_path / "bench.json")])
+    assert (results / "2030-01-02-some-gpu-80gb.json").exists()
+    text = readme.read_text()
+    assert "old" not in text and "Some GPU 80GB, 2030-01-02" in text and text.endswith("after\n")

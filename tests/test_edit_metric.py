@@ -14,12 +14,12 @@ from kontext_teach.packing import unpack_latents
 
 @pytest.fixture(scope="module")
 def pairs():
-    return tw.make_pairs("heldout", 60, tuple(tw.FAMILIES))
+    return tw.make_pairs("heldout", 12 * len(tw.FAMILIES), tuple(tw.FAMILIES))
 
 
 @pytest.mark.parametrize("size", [32, 64, 128])
 def test_ground_truth_scores_one_and_copying_zero(pairs, size):
-    chosen = pairs if size == 64 else tw.make_pairs("heldout", 10, tuple(tw.FAMILIES), size)
+    chosen = pairs if size == 64 else tw.make_pairs("heldout", 2 * len(tw.FAMILIES), tuple(tw.FAMILIES), size)
     for pair in chosen:
         truth, copy = em.score_image(pair.target, pair), em.score_image(pair.source, pair)
         assert truth.edit_correct and truth.region_accuracy == 1.0 and truth.psnr == 100.0, pair.family
@@ -32,7 +32,7 @@ def test_summary_rows(pairs):
     truth = em.summarise([em.score_image(p.target, p) for p in pairs], families)
     copy = em.summarise([em.score_image(p.source, p) for p in pairs], families)
     assert [r.family for r in truth] == list(tw.FAMILIES) + ["overall"]
-    assert all(r.edit_accuracy == 1.0 and r.count == 12 for r in truth[:-1]) and truth[-1].count == 60
+    assert all(r.edit_accuracy == 1.0 and r.count == 12 for r in truth[:-1]) and truth[-1].count == len(pairs)
     assert all(r.edit_accuracy == 0.0 for r in copy)
     assert all(0 < r.region_accuracy < 1 for r in copy)  # copying keeps the untouched background right
 
@@ -70,6 +70,18 @@ def test_editing_the_wrong_shape_fails(seed):
     kept = [s for s in removal.source_scene.shapes if s in removal.target_scene.shapes]
     wrong = tw.render(tw.Scene(64, tuple(s for s in removal.source_scene.shapes if s != kept[0])))
     assert not em.score_image(wrong, removal).edit_correct
+
+
+def test_a_painted_background_is_checked_in_its_colour():
+    pair = tw.make_pair(3, "background_colour")
+    found = em.regions(pair.source_scene, pair.target_scene)
+    assert found[-1].name == "background" and found[-1].colour == pair.target_scene.background != tw.BACKGROUND
+    wrong = tw.render(tw.Scene(64, pair.target_scene.shapes, next(c for c in tw.PALETTE if c not in (
+        pair.target_scene.background, *(s.colour for s in pair.target_scene.shapes)))))
+    assert not em.score_image(wrong, pair).edit_correct  # another colour
+    # the default background keeps its regions as before
+    plain = tw.make_pair(3, "remove")
+    assert all(r.colour in (tw.BACKGROUND, *tw.PALETTE) for r in em.regions(plain.source_scene, plain.target_scene))
 
 
 def test_small_noise_and_blur_still_count_as_right():
@@ -145,14 +157,14 @@ def test_vae_round_trip_is_the_pipelines_encode_and_decode(pipe):
 
 
 def test_evaluate_through_the_pipeline(pipe):
-    pairs = tw.make_pairs("heldout", 10, tuple(tw.FAMILIES))
+    pairs = tw.make_pairs("heldout", 2 * len(tw.FAMILIES), tuple(tw.FAMILIES))
     result = em.evaluate(pipe, pairs, steps=2, batch_size=4)
     assert [r.family for r in result.model] == list(tw.FAMILIES) + ["overall"]
     assert all(r.count == 2 for r in result.model[:-1])
     assert all(r.edit_accuracy == 0.0 for r in result.copy)
-    assert len(result.images) == 10 and result.images[0].size == (64, 64)
+    assert len(result.images) == len(pairs) and result.images[0].size == (64, 64)
     assert result.row("model", "mirror").count == 2
     again = em.evaluate(pipe, pairs[:4], steps=2, batch_size=4)
     assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(result.images, again.images))
     table = em.format_table(result)
-    assert table.splitlines()[0].split()[:2] == ["family", "n"] and len(table.splitlines()) == 2 + 6
+    assert table.splitlines()[0].split()[:2] == ["family", "n"] and len(table.splitlines()) == 2 + len(tw.FAMILIES) + 1

@@ -84,3 +84,66 @@ def test_no_index_or_folder(tmp_path):
         load_pair_folder(tmp_path)
     with pytest.raises(PairDataError, match="does not exist"):
         load_pair_folder(tmp_path / "missing")
+
+
+def pair_folder_with(tmp_path, source: Image.Image):
+    source.save(tmp_path / "a.png")
+    image(source.size).save(tmp_path / "b.png")
+    return write_folder(tmp_path, [{"source": "a.png", "target": "b.png", "instruction": "x"}])
+
+
+def test_sixteen_bit_greyscale_is_scaled_not_clipped_to_white(tmp_path):
+    import numpy as np
+
+    grey = Image.fromarray(np.full((32, 32), 30000, dtype=np.uint16))  # a mid grey in 16 bits
+    notes = []
+    (pair,) = load_pair_folder(pair_folder_with(tmp_path, grey), notes)
+    assert Image.open(tmp_path / "a.png").mode == "I;16"
+    assert pair.source.mode == "RGB" and pair.source.getpixel((0, 0)) == (117, 117, 117)  # 30000 / 257
+    assert notes == ["a.png: 16-bit greyscale (I;16): scaled to 8 bits"]
+
+
+def test_transparency_is_composited_on_white_and_reported(tmp_path):
+    rgba = Image.new("RGBA", (32, 32), (200, 0, 0, 0))  # fully transparent red
+    rgba.paste((0, 0, 200, 255), (0, 0, 16, 32))  # left half opaque blue
+    notes = []
+    (pair,) = load_pair_folder(pair_folder_with(tmp_path, rgba), notes)
+    assert pair.source.getpixel((0, 0)) == (0, 0, 200) and pair.source.getpixel((31, 0)) == (255, 255, 255)
+    assert notes == ["a.png: RGBA image with transparency: composited on white"]
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "P", "CMYK"])
+def test_other_modes_become_rgb(tmp_path, mode):
+    source = Image.new("RGB", (32, 32), (102, 102, 102)).convert(mode)  # a grey in the web palette too
+    (pair,) = load_pair_folder(pair_folder_with(tmp_path, source) if mode != "CMYK" else cmyk_folder(tmp_path, source))
+    assert pair.source.mode == "RGB" and pair.source.getpixel((5, 5))[0] in range(97, 108)
+
+
+def cmyk_folder(tmp_path, source):
+    source.save(tmp_path / "a.jpg", quality=100)
+    image(source.size).save(tmp_path / "b.png")
+    return write_folder(tmp_path, [{"source": "a.jpg", "target": "b.png", "instruction": "x"}])
+
+
+def test_a_mode_without_a_clear_range_is_refused(tmp_path):
+    Image.new("F", (32, 32), 3.5).save(tmp_path / "a.tif")
+    image().save(tmp_path / "b.png")
+    folder = write_folder(tmp_path, [{"source": "a.tif", "target": "b.png", "instruction": "x"}])
+    with pytest.raises(PairDataError, match="pairs.jsonl:1: .*a.tif: image mode 'F' is not supported.*Scale it"):
+        load_pair_folder(folder)
+
+
+def test_pairs_made_in_python_must_be_rgb():
+    from kontext_teach.training.edit_pairs import check_pair
+
+    with pytest.raises(PairDataError, match=r"the source image has mode RGBA.*image.convert\('RGB'\).*to_rgb"):
+        check_pair(EditPair(Image.new("RGBA", (32, 32)), "x", image((32, 32)), "my pair"))
+
+
+def test_a_json_array_is_told_apart_from_json_lines(tmp_path):
+    (tmp_path / "pairs.jsonl").write_text(json.dumps([{"source": "a.png", "target": "b.png", "instruction": "x"}]))
+    with pytest.raises(PairDataError, match="holds one JSON array; the format is JSON Lines: one object per line"):
+        load_pair_folder(tmp_path)
+    (tmp_path / "pairs.jsonl").write_text('"a.png"\n')
+    with pytest.raises(PairDataError, match="pairs.jsonl:1: expected a JSON object .* got a str"):
+        load_pair_folder(tmp_path)

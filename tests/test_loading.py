@@ -91,3 +91,56 @@ def test_required_components_are_those_of_the_kontext_pipeline():
     index = json.loads((EMBEDDED_MODEL_DIR / "model_index.json").read_text())
     listed = {k for k, v in index.items() if isinstance(v, list) and v[0] is not None}
     assert listed == set(REQUIRED_COMPONENTS)
+
+
+def test_trained_text_length_comes_from_the_training_record(tmp_path, monkeypatch):
+    from kontext_teach.lab.loading import trained_text_length, training_record
+
+    monkeypatch.delenv(MODEL_ENV, raising=False)
+    record = json.loads((EMBEDDED_MODEL_DIR / "training_record.json").read_text())
+    assert trained_text_length() == record["max_sequence_length"] == training_record()["max_sequence_length"]
+    (tmp_path / "full").mkdir()  # no record: a full-size model
+    assert trained_text_length(tmp_path / "full") == 512 and training_record(tmp_path / "full") is None
+    assert trained_text_length("black-forest-labs/FLUX.1-Kontext-dev") == 512
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "training_record.json").write_text('{"args": {}}')
+    with pytest.raises(ModelSourceError, match="no valid max_sequence_length.*--max-sequence-length"):
+        trained_text_length(tmp_path / "broken")
+
+
+def test_model_errors_speak_to_command_line_and_python_users(tmp_path, monkeypatch):
+    with pytest.raises(ModelSourceError, match=r"no --model on the command line, source=None in Python") as error:
+        load_pipeline(tmp_path / "missing")
+    assert "pass source=None" not in str(error.value)
+    monkeypatch.setenv(MODEL_ENV, str(tmp_path / "nowhere"))
+    with pytest.raises(ModelSourceError, match=f"comes from \\${MODEL_ENV}; unset it"):
+        load_pipeline()
+
+
+def test_load_lora_loads_without_the_text_encoder_warning(tmp_path):
+    import logging
+
+    from kontext_teach.lab.loading import load_lora
+    from kontext_teach.training.edit_pairs import EditPair
+    from kontext_teach.training.lora_training import TrainConfig, train_lora
+    from PIL import Image
+
+    pairs = [EditPair(Image.new("RGB", (32, 32), (200, 30, 30)), "make it blue", Image.new("RGB", (32, 32), (30, 30, 200)))]
+    train_lora(load_pipeline(device="cpu"), pairs, TrainConfig(steps=1, rank=2, max_sequence_length=16), tmp_path,
+               progress=False)
+    seen = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())
+    library, lora_logger = logging.getLogger("diffusers"), logging.getLogger("diffusers.loaders.lora_base")
+    level = library.level
+    library.setLevel(logging.WARNING)
+    lora_logger.addHandler(handler)
+    try:
+        load_pipeline(device="cpu").load_lora_weights(tmp_path)  # diffusers' own call warns
+        assert any(m.startswith("No LoRA keys associated to CLIPTextModel") for m in seen)
+        seen.clear()
+        pipe = load_lora(load_pipeline(device="cpu"), tmp_path)
+    finally:
+        lora_logger.removeHandler(handler)
+        library.setLevel(level)
+    assert seen == [] and len(pipe.transformer.peft_config) == 1  # loaded (as adapter "default_0")

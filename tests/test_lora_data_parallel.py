@@ -11,7 +11,8 @@ from kontext_teach.toy import toy_world
 from kontext_teach.training.edit_pairs import save_pair_folder
 from kontext_teach.training.train import main as train_cli
 
-ARGS = ["--steps", "3", "--rank", "2", "--learning-rate", "1e-3", "--max-sequence-length", "24", "--no-progress"]
+ARGS = ["--steps", "3", "--rank", "2", "--learning-rate", "1e-3", "--targets", "attention", "--max-sequence-length", "24",
+        "--no-progress"]
 
 
 def test_two_processes_equal_one_process_with_twice_the_batch(tmp_path):

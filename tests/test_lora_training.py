@@ -1,7 +1,11 @@
 """The LoRA trainer: objective, slicing, caching, resume, saving and stock loading, bad data."""
 
+import json
+import signal
+
 import pytest
 import torch
+from safetensors import safe_open
 from PIL import Image, ImageDraw, ImageOps
 
 import kontext_teach as kt
@@ -147,6 +151,23 @@ def test_resume_with_other_settings_is_refused(tmp_path):
                       progress=False)
 
 
+@pytest.mark.parametrize("rank, alpha, targets", [(4, 8.0, "attention"), (2, 1.0, "diffusers-script"),
+                                                   (3, None, "all-linear")])
+def test_stock_loading_keeps_rank_alpha_and_layers(tmp_path, rank, alpha, targets):
+    trained = kt.load_pipeline(device="cpu")
+    settings = config(steps=2, rank=rank, alpha=alpha, targets=targets, learning_rate=2e-2)
+    result = lt.train_lora(trained, flip_pairs(2), settings, tmp_path, progress=False)
+    with safe_open(result.lora_file, "pt") as saved:  # diffusers' loader reads the LoraConfig from here
+        metadata = json.loads(saved.metadata()["lora_adapter_metadata"])
+    assert metadata["transformer.r"] == rank and metadata["transformer.lora_alpha"] == (alpha or rank)
+    stock = kt.load_pipeline(device="cpu")
+    stock.load_lora_weights(result.output_dir)  # diffusers' own loader
+    call = dict(image=scene(0), prompt="flip the image upside down", height=32, width=32, max_area=32 * 32,
+                _auto_resize=False, num_inference_steps=2, max_sequence_length=TOKENS, output_type="latent")
+    ours, theirs = (p(**call, generator=torch.Generator().manual_seed(0)).images for p in (trained, stock))
+    kt.compare(f"trained vs stock-loaded LoRA (r {rank}, alpha {alpha}, {targets})", theirs, ours, atol=1e-5)
+
+
 def test_saved_lora_loads_in_a_stock_pipeline(tmp_path):
     trained = kt.load_pipeline(device="cpu")
     result = lt.train_lora(trained, flip_pairs(), config(steps=3, learning_rate=1e-2), tmp_path, progress=False)
@@ -182,3 +203,134 @@ def test_command_line_trains_and_reports_bad_data(tmp_path, capsys):
     (data / "pairs.jsonl").write_text('{"source": "source/00000.png", "target": "x.png", "instruction": "x"}\n')
     assert train_cli(["--data", str(data), "--output", str(tmp_path / "o2")]) == 2
     assert "x.png does not exist" in capsys.readouterr().err
+
+
+def test_a_used_output_folder_is_refused_unless_resume_or_overwrite(tmp_path):
+    pairs = flip_pairs(2)
+    lt.train_lora(kt.load_pipeline(device="cpu"), pairs, config(steps=2), tmp_path, progress=False)
+    with pytest.raises(lt.OutputFolderError, match="already holds files .*--resume .*--overwrite"):
+        lt.train_lora(kt.load_pipeline(device="cpu"), pairs, config(steps=2), tmp_path, progress=False)
+    (tmp_path / "notes.txt").write_text("mine")
+    again = lt.train_lora(kt.load_pipeline(device="cpu"), pairs, config(steps=3, checkpoint_every=1), tmp_path,
+                          progress=False, overwrite=True)
+    assert [lt.checkpoint_step(p) for p in lt.checkpoints(tmp_path)] == [2, 3]  # the old run's step 2 is gone
+    assert len(again.history) == 3 and (tmp_path / "notes.txt").read_text() == "mine"  # not ours: kept
+
+
+def test_output_problems_are_found_before_any_work(tmp_path):
+    (tmp_path / "file").write_text("x")
+    assert "is a file, not a folder" in lt.output_problem(tmp_path / "file")
+    assert "file is a file" in lt.output_problem(tmp_path / "file" / "sub")
+    assert "exclude each other" in lt.output_problem(tmp_path / "new", resume=True, overwrite=True)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "photo.png").write_text("x")
+    assert "no run of this trainer to resume" in lt.output_problem(tmp_path / "other", resume=True)
+    assert lt.output_problem(tmp_path / "new") is None and not (tmp_path / "new").exists()  # checks write nothing
+
+
+def test_checkpoints_are_pruned_by_step_number_within_their_run(fresh, tmp_path):
+    parameters = lt.add_lora(fresh.transformer, config())
+    optimizer = torch.optim.AdamW(parameters)
+    result = lt.TrainResult(tmp_path)
+    for step in (550, 600):  # an older run's checkpoints
+        lt.save_checkpoint(tmp_path, step, fresh.transformer, optimizer, result, config(), keep=2, run="old")
+    for step in (50, 100, 150):
+        lt.save_checkpoint(tmp_path, step, fresh.transformer, optimizer, result, config(), keep=2, run="new")
+    assert [lt.checkpoint_step(p) for p in lt.checkpoints(tmp_path, "new")] == [100, 150]
+    assert [lt.checkpoint_step(p) for p in lt.checkpoints(tmp_path)] == [100, 150, 550, 600]
+    (tmp_path / "checkpoints" / "step-12000000").mkdir()  # more digits: sorted as a number, not as text
+    assert lt.checkpoint_step(lt.checkpoints(tmp_path)[-1]) == 12_000_000
+
+
+def test_resume_with_nothing_to_resume_says_so(tmp_path, capsys):
+    result = lt.train_lora(kt.load_pipeline(device="cpu"), flip_pairs(2), config(steps=2), tmp_path / "new",
+                           resume=True, progress=False)
+    assert "nothing to resume" in capsys.readouterr().err and len(result.history) == 2
+
+
+def test_resume_checks_the_settings_before_any_work(tmp_path):
+    lt.train_lora(kt.load_pipeline(device="cpu"), flip_pairs(2), config(steps=2), tmp_path, progress=False,
+                  stop_after=1)
+    with pytest.raises(lt.OutputFolderError, match=r"different learning_rate \(learning_rate 0.001 -> 0.002\)"):
+        lt.check_output(tmp_path, resume=True, config=config(steps=2, learning_rate=2e-3))
+    lt.check_output(tmp_path, resume=True, config=config(steps=5))  # more steps: allowed
+
+
+def interrupt_at(monkeypatch, step_number: int, how: str):
+    """Make the trainer see Ctrl-C during step `step_number` (1-based): as a signal, or as KeyboardInterrupt."""
+    real_step, calls = lt.optimizer_step, []
+
+    def step(*args, **kwargs):
+        calls.append(1)
+        out = real_step(*args, **kwargs)
+        if len(calls) == step_number:
+            if how == "signal":
+                signal.raise_signal(signal.SIGINT)  # the first Ctrl-C: finish this step, then stop
+            else:
+                raise KeyboardInterrupt  # a hard interrupt inside the update
+        return out
+
+    monkeypatch.setattr(lt, "optimizer_step", step)
+
+
+def test_ctrl_c_saves_a_checkpoint_that_resumes_exactly(tmp_path, monkeypatch):
+    pairs = flip_pairs()
+    straight = lt.train_lora(kt.load_pipeline(device="cpu"), pairs, config(steps=5), tmp_path / "a", progress=False)
+    interrupt_at(monkeypatch, 3, "signal")
+    stopped = lt.train_lora(kt.load_pipeline(device="cpu"), pairs, config(steps=5), tmp_path / "b", progress=False)
+    monkeypatch.undo()
+    assert stopped.interrupted and stopped.checkpoint.name == "step-0000003" and len(stopped.history) == 3
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
+    resumed = lt.train_lora(kt.load_pipeline(device="cpu"), pairs, config(steps=5), tmp_path / "b", resume=True,
+                            progress=False)
+    a, b = lt.load_file(straight.lora_file), lt.load_file(resumed.lora_file)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_hard_interrupt_inside_an_update_keeps_the_last_whole_checkpoint(tmp_path, monkeypatch):
+    interrupt_at(monkeypatch, 3, "raise")
+    stopped = lt.train_lora(kt.load_pipeline(device="cpu"), flip_pairs(2), config(steps=5, checkpoint_every=2),
+                            tmp_path, progress=False)
+    assert stopped.interrupted and stopped.checkpoint.name == "step-0000002"
+    assert [p.name for p in lt.checkpoints(tmp_path)] == ["step-0000002"]
+
+
+@pytest.mark.parametrize("setting, message", [
+    (dict(learning_rate=-1.0), "learning_rate must be a positive number"),
+    (dict(keep_checkpoints=0), "keep_checkpoints must be at least 1"),
+    (dict(checkpoint_every=-1), "checkpoint_every must be 0 or more"),
+    (dict(max_sequence_length=1000), "more than 512, which FluxKontextPipeline refuses"),
+    (dict(alpha=0.0), "alpha must be positive"),
+    (dict(density="logit-normal"), "density='logit-normal'"),
+])
+def test_bad_settings_are_refused_with_what_to_use(setting, message):
+    with pytest.raises(ValueError, match=message):
+        lt.TrainConfig(**setting)
+
+
+def test_recipes_agree_with_the_sampler_and_diffusers_script():
+    from kontext_teach.training import recipes, timestep_sampling
+
+    assert recipes.DENSITIES == timestep_sampling.DENSITIES
+    assert recipes.LOSS_WEIGHTINGS == timestep_sampling.LOSS_WEIGHTINGS
+    double, single = recipes.LORA_TARGETS["diffusers-script"]  # the script's defaults (kontext-facts.md section 8)
+    assert set(double) == {"attn.to_k", "attn.to_q", "attn.to_v", "attn.to_out.0", "attn.add_k_proj", "attn.add_q_proj",
+                           "attn.add_v_proj", "attn.to_add_out", "ff.net.0.proj", "ff.net.2", "ff_context.net.0.proj",
+                           "ff_context.net.2"}
+    assert set(single) == {"attn.to_k", "attn.to_q", "attn.to_v", "proj_mlp"}
+    script = recipes.PRESETS["diffusers-script"]
+    assert (script["density"], script["loss_weighting"], script["guidance"], script["rank"]) == ("uniform", "none", 3.5, 4)
+
+
+def test_cosine_schedule_warms_up_peaks_and_ends_at_a_tenth():
+    from kontext_teach.training.recipes import learning_rate_at
+    config = lt.TrainConfig(steps=100, learning_rate=1e-3, lr_schedule="cosine", warmup_steps=10)
+    rates = [learning_rate_at(config, step) for step in range(100)]
+    assert rates[0] == pytest.approx(1e-4) and rates[9] == pytest.approx(1e-3)
+    assert all(a >= b for a, b in zip(rates[9:], rates[10:])), "decays monotonically after the warm-up"
+    assert rates[-1] == pytest.approx(1e-4, rel=0.05)
+    assert learning_rate_at(lt.TrainConfig(learning_rate=2e-4), 57) == 2e-4
+    with pytest.raises(ValueError, match="lr_schedule"):
+        lt.TrainConfig(lr_schedule="linear")
+    with pytest.raises(ValueError, match="warmup_steps"):
+        lt.TrainConfig(steps=10, lr_schedule="cosine", warmup_steps=10)

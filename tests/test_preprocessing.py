@@ -157,12 +157,35 @@ def test_fit_to_multiple_policies():
     assert pp.fit_to_multiple(1000, 750, rounding="floor") == (992, 736)
     assert pp.fit_to_multiple(1000, 750, rounding="nearest") == (1008, 752)
     assert pp.fit_to_multiple(20, 23, rounding="nearest") == (16, 16)
-    with pytest.raises(ValueError, match=r"1000x750 is not a multiple of 16.*992x736.*1008x752"):
+    with pytest.raises(ValueError, match=r"1000x750 is not a multiple of 16.*992x736.*1008x752.*1168x880"):
         pp.fit_to_multiple(1000, 750)
     with pytest.raises(ValueError, match="at least 16 px"):
         pp.fit_to_multiple(8, 64, rounding="floor")
     with pytest.raises(ValueError, match="rounding must be one of"):
         pp.fit_to_multiple(64, 64, rounding="ceil")
+
+
+@pytest.mark.parametrize("height, width, max_area, pipeline_output", [
+    (750, 1000, None, (1168, 880)), (1000, 600, None, (784, 1312)), (1568, 672, None, (656, 1552)),
+    (1216, 832, None, (832, 1232)), (750, 1000, 750 * 1000, (992, 736))])
+def test_the_pipeline_rescales_to_max_area_before_flooring(pipe, height, width, max_area, pipeline_output):
+    """What fit_to_multiple's message and notebooks 01, 04 and 06 say, against the pipeline itself."""
+    kwargs = dict(height=height, width=width) | ({} if max_area is None else dict(max_area=max_area))
+    observed = pp.observe_pipeline_sizes(pipe, noise_image(32, 32), _auto_resize=False, **kwargs)
+    assert observed.output == pipeline_output == pp.output_size(**kwargs)
+    if max_area is None and (width % 16 or height % 16):  # the error message names the pipeline's real size
+        with pytest.raises(ValueError, match=f"{Size(*pipeline_output)} with the default"):
+            pp.fit_to_multiple(width, height)
+
+
+def test_only_a_small_height_divides_by_zero_in_the_pipeline(pipe):
+    """A condition image 12 px wide runs (snapped to the tallest bucket); 12 px high raises ZeroDivisionError."""
+    assert pp.observe_pipeline_sizes(pipe, noise_image(12, 400)).condition == (672, 1568)
+    with pytest.raises(ZeroDivisionError):
+        pp.observe_pipeline_sizes(pipe, noise_image(400, 12))
+    for image_size in ((12, 400), (400, 12)):  # both are refused here, with the reason
+        with pytest.raises(ValueError, match="a height of 0 then divides by zero"):
+            pp.plan_sizes(image_size)
 
 
 @pytest.mark.parametrize("call, message", [

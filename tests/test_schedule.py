@@ -13,7 +13,7 @@ from PIL import Image
 
 from kontext_teach.anatomy import full_size
 from kontext_teach.schedule import (base_sigmas, draw_schedule, euler_step, format_schedule_table, schedule_for_size,
-                                    shift_mu, shifted_sigmas, show_schedule, target_tokens, time_shift,
+                                    shift_config, shift_mu, shifted_sigmas, show_schedule, target_tokens, time_shift,
                                     timesteps_from_sigmas, trace_sampling)
 
 matplotlib.use("Agg")
@@ -189,6 +189,28 @@ def test_draw_schedule_shows_the_table_and_show_schedule_prints_nothing(capsys):
     plt.close("all")
 
 
+def test_shift_config_reads_the_scheduler_as_the_pipeline_does():
+    flux = full_size.full_size_scheduler().config
+    assert shift_config(flux) == dict(base_tokens=256, max_tokens=4096, base_shift=0.5, max_shift=1.15)
+    other = FlowMatchEulerDiscreteScheduler(base_image_seq_len=64, max_image_seq_len=1024, base_shift=0.1,
+                                            max_shift=2.0, use_dynamic_shifting=True).config
+    tokens = 300
+    mu = calculate_shift(tokens, other.base_image_seq_len, other.max_image_seq_len, other.base_shift, other.max_shift)
+    assert shift_mu(tokens, **shift_config(other)) == pytest.approx(mu, rel=1e-12)
+    assert shift_config({}) == shift_config(flux)  # missing keys: the pipeline's .get defaults
+    scheduler = FlowMatchEulerDiscreteScheduler.from_config(other)
+    scheduler.set_timesteps(sigmas=base_sigmas(7), mu=mu)
+    assert torch.equal(shifted_sigmas(7, tokens, **shift_config(other)), scheduler.sigmas)
+
+
+@pytest.mark.parametrize("option", [dict(use_dynamic_shifting=False), dict(time_shift_type="linear"),
+                                    dict(shift_terminal=0.1), dict(use_karras_sigmas=True), dict(invert_sigmas=True)])
+def test_shift_config_refuses_what_it_does_not_rebuild(option):
+    config = FlowMatchEulerDiscreteScheduler(**{"use_dynamic_shifting": True, **option}).config
+    with pytest.raises(ValueError, match=next(iter(option))):
+        shift_config(config)
+
+
 @pytest.mark.parametrize("call, message", [
     (lambda: base_sigmas(0), "num_steps must be a positive int"),
     (lambda: base_sigmas(2.5), "num_steps must be a positive int"),
@@ -196,7 +218,7 @@ def test_draw_schedule_shows_the_table_and_show_schedule_prints_nothing(capsys):
     (lambda: shift_mu(100, base_tokens=256, max_tokens=256), "must differ"),
     (lambda: time_shift(1.15, np.array([1.0, 0.5, 0.0], dtype=np.float32)), r"defined for sigmas in \(0, 1\]"),
     (lambda: time_shift(1.15, torch.tensor([1.5])), r"defined for sigmas in \(0, 1\]"),
-    (lambda: target_tokens(100, 64), "multiples of 16.*96x64"),
+    (lambda: target_tokens(100, 64), r"multiples of 16.*max_area.*height=1280, width=816.*height=96, width=64"),
     (lambda: target_tokens(0, 64), "multiples of 16"),
     (lambda: euler_step(torch.zeros(1, 32, 64), torch.zeros(1, 48, 64), 1.0, 0.5), r"pred\[:, :n_target\]"),
 ])

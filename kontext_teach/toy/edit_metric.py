@@ -7,6 +7,9 @@ Regions, all computed from the source and target scenes of a pair:
 * each place a shape left (removed, or moved by a mirror) must have become background;
 * the rest of the picture, away from every shape, must still be background.
 
+"Background" is the target scene's background: the light default, or the palette colour an edit
+painted it (``toy_world.background_colour``).
+
 Every pixel is classified as the nearest palette colour (or the background); a region is right
 when at least ``min_fraction`` of its pixels have the expected colour. An edit is right when all
 its regions are. Reported per edit family: edit accuracy, region accuracy, PSNR against the
@@ -32,7 +35,7 @@ COLOUR_TABLE = np.array([*PALETTE.values(), BACKGROUND_RGB], np.float32) / 255.0
 class Region:
     name: str  # e.g. "red circle", "where the blue square was", "background"
     mask: np.ndarray  # [H, W] bool
-    colour: str  # the colour it must have: a PALETTE name or "background"
+    colour: str  # the colour it must have: a PALETTE name or "background" (the light default)
 
 
 @dataclass(frozen=True)
@@ -97,9 +100,9 @@ def regions(source: Scene, target: Scene, margin: int = 1) -> list[Region]:
     for shape in source.shapes:
         vacated = interior(shape, size, margin) & ~target_touch
         if vacated.any():
-            found.append(Region(f"where the {shape.name} was", vacated, BACKGROUND))
+            found.append(Region(f"where the {shape.name} was", vacated, target.background))
     rest = ~(footprint(source, 2 * margin) | footprint(target, 2 * margin))
-    found.append(Region(BACKGROUND, rest, BACKGROUND))
+    found.append(Region(BACKGROUND, rest, target.background))
     return [region for region in found if region.mask.any()]
 
 
@@ -199,17 +202,21 @@ def vae_round_trip(pipe, images: list) -> list:
 
 
 def generate(pipe, pairs: list[EditPair], *, steps: int = 28, guidance_scale: float = 2.5,
-             max_sequence_length: int = TEXT_LENGTH, batch_size: int = 16, seed: int = 0) -> list:
-    """The pipeline's edit of every pair's source (PIL images), in batches, at the pairs' own size."""
+             max_sequence_length: int = TEXT_LENGTH, batch_size: int = 16, seed: int = 0, **options) -> list:
+    """The pipeline's edit of every pair's source (PIL images), in batches, at the pairs' own size.
+
+    `options` go to the pipeline as they are (e.g. true_cfg_scale=3.0, negative_prompt="" for true CFG)."""
     size = pairs[0].source.size[0]
     outputs = []
     for start in range(0, len(pairs), batch_size):
         batch = pairs[start:start + batch_size]
+        if "negative_prompt" in options and isinstance(options["negative_prompt"], str):
+            options = {**options, "negative_prompt": [options["negative_prompt"]] * len(batch)}
         result = pipe(image=[p.source for p in batch], prompt=[p.instruction for p in batch],
                       height=size, width=size, max_area=size * size, _auto_resize=False,
                       num_inference_steps=steps, guidance_scale=guidance_scale,
                       max_sequence_length=max_sequence_length,
-                      generator=torch.Generator("cpu").manual_seed(seed + start))
+                      generator=torch.Generator("cpu").manual_seed(seed + start), **options)
         outputs.extend(result.images)
     return outputs
 

@@ -55,6 +55,7 @@ from tqdm.auto import tqdm
 
 from . import miniature, toy_world
 from .edit_metric import TEXT_LENGTH, evaluate, format_table
+from .guidance import TEACHER_FOLDER, cfg_velocity
 from ..lab.harness import avoid_failing_attention_backends, silence_libraries
 from ..lab.loading import EMBEDDED_MODEL_DIR, load_pipeline
 from ..packing import pack_latents
@@ -274,9 +275,18 @@ class EditData:
     sources: torch.Tensor  # [N, L, 64] packed source (context) latents
     targets: torch.Tensor  # [N, L, 64] packed target latents
     prompt_index: torch.Tensor  # [N] row of the instruction in the text tables
-    prompt_embeds: torch.Tensor  # [P, T, D_t5] T5 states of every distinct instruction
+    prompt_embeds: torch.Tensor  # [P, T, D_t5] T5 states of every distinct instruction (the base text length)
     pooled_embeds: torch.Tensor  # [P, D_clip] pooled CLIP vectors
     grid: tuple[int, int]  # (rows, cols) of packed tokens per image
+    family_index: torch.Tensor | None = None  # [N] index of the pair's family in `families`
+    families: tuple = ()
+    changed: torch.Tensor | None = None  # [N, L] bool: target tokens that differ from the source's
+    empty_row: int | None = None  # row of the empty instruction "" (prompt dropout, the CFG negative)
+    long_prompt_embeds: dict = dataclasses.field(default_factory=dict)  # {T: [P, T, D_t5]} other text lengths
+
+    def states(self, length: int) -> torch.Tensor:
+        """T5 states of every instruction at `length` tokens: [P, length, D_t5]."""
+        return self.prompt_embeds if length == self.prompt_embeds.shape[1] else self.long_prompt_embeds[length]
 
 
 @torch.no_grad()
@@ -287,80 +297,242 @@ def encode_instructions(pipe: FluxKontextPipeline, instructions: list[str], text
     return states, pooled
 
 
+CHANGE_THRESHOLD = 0.15  # mean |target - source| per packed token (latents have std 1) that counts as edited
+
+
+def changed_tokens(sources: torch.Tensor, targets: torch.Tensor, threshold: float = CHANGE_THRESHOLD) -> torch.Tensor:
+    """[N, L] bool: packed tokens that the edit changes (the region an edit-weighted loss stresses)."""
+    return (targets - sources).abs().mean(dim=-1) > threshold
+
+
 def prepare_data(pipe: FluxKontextPipeline, vae: AutoencoderKL, pairs: list, text_length: int, device,
-                 families=toy_world.BASE_FAMILIES) -> EditData:
-    """Encode the pairs' images with `vae` and every instruction of `families` with the frozen text encoders."""
-    instructions = [line for family in families for line in toy_world.all_instructions(family)]
+                 families=toy_world.BASE_FAMILIES, long_lengths=()) -> EditData:
+    """Encode the pairs' images with `vae` and every instruction of `families` (and the empty one) with the
+    frozen text encoders, at `text_length` T5 tokens and at each of `long_lengths`."""
+    instructions = [line for family in families for line in toy_world.all_instructions(family)] + [""]
     row = {line: i for i, line in enumerate(instructions)}
     missing = {p.instruction for p in pairs} - row.keys()
     if missing:
         raise ValueError(f"pairs use instructions outside the families {tuple(families)}: {sorted(missing)[:3]}")
     states, pooled = encode_instructions(pipe, instructions, text_length, device)
+    long_states = {length: encode_instructions(pipe, instructions, length, device)[0] for length in long_lengths}
     size = pairs[0].source.size[0]
-    sources = to_model_images(np.stack([np.asarray(p.source) for p in pairs]), device)
-    targets = to_model_images(np.stack([np.asarray(p.target) for p in pairs]), device)
-    return EditData(sources=pack_latents(encode_latents(vae, sources)),  # [N, L, 64]
-                    targets=pack_latents(encode_latents(vae, targets)),
+    sources = pack_latents(encode_latents(vae, to_model_images(np.stack([np.asarray(p.source) for p in pairs]),
+                                                                device)))  # [N, L, 64]
+    targets = pack_latents(encode_latents(vae, to_model_images(np.stack([np.asarray(p.target) for p in pairs]),
+                                                                device)))
+    families = tuple(families)
+    return EditData(sources=sources, targets=targets,
                     prompt_index=torch.tensor([row[p.instruction] for p in pairs], device=device),
-                    prompt_embeds=states, pooled_embeds=pooled, grid=token_grid(size, size))
+                    prompt_embeds=states, pooled_embeds=pooled, grid=token_grid(size, size),
+                    family_index=torch.tensor([families.index(p.family) for p in pairs], device=device),
+                    families=families, changed=changed_tokens(sources, targets), empty_row=row[""],
+                    long_prompt_embeds=long_states)
 
 
 def kontext_loss(transformer: FluxTransformer2DModel, x0: torch.Tensor, context: torch.Tensor,
                  prompt_embeds: torch.Tensor, pooled: torch.Tensor, sigmas: torch.Tensor, noise: torch.Tensor,
-                 guidance: torch.Tensor, img_ids: torch.Tensor, txt_ids: torch.Tensor) -> torch.Tensor:
+                 guidance: torch.Tensor, img_ids: torch.Tensor, txt_ids: torch.Tensor,
+                 token_weights: torch.Tensor | None = None) -> torch.Tensor:
     """The Kontext training loss of one batch: MSE between the target-token prediction and noise - x0.
 
     The objective of kontext_objective.kontext_loss (which the LoRA trainer uses), written for the
     full training's pre-packed tokens and per-sample guidance values, to keep the hot loop lean.
+    token_weights [B, Lt] (optional) weigh each target token's squared error (a weighted mean).
     """
-    noisy = noisy_latents(x0, noise, sigmas)  # [B, Lt, 64]
+    prediction = predict_target_velocity(transformer, noisy_latents(x0, noise, sigmas), context, prompt_embeds,
+                                         pooled, sigmas, guidance, img_ids, txt_ids)  # [B, Lt, 64]
+    return weighted_mse(prediction, noise - x0, token_weights)
+
+
+def predict_target_velocity(transformer, noisy: torch.Tensor, context: torch.Tensor, prompt_embeds: torch.Tensor,
+                            pooled: torch.Tensor, sigmas: torch.Tensor, guidance: torch.Tensor,
+                            img_ids: torch.Tensor, txt_ids: torch.Tensor) -> torch.Tensor:
+    """The transformer's velocity on [noisy target; clean context], sliced to the target tokens: [B, Lt, 64]."""
     hidden = torch.cat([noisy, context], dim=1)  # [B, Lt + Lc, 64]: target first, then context
     prediction = transformer(hidden_states=hidden, timestep=sigmas, guidance=guidance, pooled_projections=pooled,
                              encoder_hidden_states=prompt_embeds, txt_ids=txt_ids, img_ids=img_ids,
                              return_dict=False)[0]  # [B, Lt + Lc, 64]
-    return F.mse_loss(prediction[:, :x0.shape[1]].float(), (noise - x0).float())  # sliced to the target tokens
+    return prediction[:, :noisy.shape[1]]
+
+
+def weighted_mse(prediction: torch.Tensor, target: torch.Tensor, token_weights: torch.Tensor | None) -> torch.Tensor:
+    """Mean squared error over [B, L, 64]; with token_weights [B, L], the weighted mean over tokens."""
+    per_token = (prediction.float() - target.float()).pow(2).mean(dim=-1)  # [B, L]
+    if token_weights is None:
+        return per_token.mean()
+    return (per_token * token_weights).sum() / token_weights.sum()
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchRecipe:
+    """How a training step draws its batch: which pairs, which text length, which prompts are dropped."""
+
+    batch_size: int = 32
+    family_weights: tuple = ()  # one weight per family of the data (empty: every pair equally likely)
+    long_lengths: tuple = ()  # other T5 lengths to train at (e.g. 512, the pipeline's default)
+    long_share: float = 0.0  # share of steps that use one of long_lengths
+    long_batch: int = 8  # pairs per long-text step (a 512-token step costs about 13 short ones)
+    prompt_dropout: float = 0.0  # share of samples whose instruction is replaced by "" (what CFG needs)
+    edit_weight: float = 0.0  # extra loss weight of the tokens the edit changes (0: plain MSE)
+
+
+@dataclasses.dataclass
+class Batch:
+    index: torch.Tensor  # [B] pairs
+    prompt_rows: torch.Tensor  # [B] rows of the text tables (after prompt dropout)
+    length: int  # T5 tokens of this step
+
+
+def pair_probabilities(data: EditData, family_weights) -> torch.Tensor:
+    """[N] probability of drawing each pair: a family's weight shared among its pairs."""
+    if not family_weights:
+        return torch.full((len(data.targets),), 1.0 / len(data.targets), device=data.targets.device)
+    if len(family_weights) != len(data.families) or min(family_weights) < 0 or sum(family_weights) <= 0:
+        raise ValueError(f"give one non-negative weight per family {data.families}, not all zero; "
+                         f"got {family_weights}")
+    weights = torch.tensor(family_weights, dtype=torch.float32, device=data.targets.device)
+    counts = torch.bincount(data.family_index, minlength=len(weights)).clamp(min=1).float()
+    per_pair = (weights / counts)[data.family_index]
+    return per_pair / per_pair.sum()
+
+
+def draw_batch(data: EditData, recipe: BatchRecipe, probabilities: torch.Tensor,
+               generator: torch.Generator) -> Batch:
+    """One step's pairs, text length and (possibly dropped) prompts, all from `generator`."""
+    device = data.targets.device
+    long_step = bool(recipe.long_lengths) and torch.rand((), generator=generator, device=device) < recipe.long_share
+    if long_step:
+        pick = int(torch.randint(len(recipe.long_lengths), (), generator=generator, device=device))
+        length, size = recipe.long_lengths[pick], recipe.long_batch
+    else:
+        length, size = data.prompt_embeds.shape[1], recipe.batch_size
+    index = torch.multinomial(probabilities, size, replacement=True, generator=generator)  # [B]
+    rows = data.prompt_index[index]
+    if recipe.prompt_dropout:
+        dropped = torch.rand(size, generator=generator, device=device) < recipe.prompt_dropout
+        rows = torch.where(dropped, torch.full_like(rows, data.empty_row), rows)
+    return Batch(index, rows, length)
+
+
+def token_weights(data: EditData, batch: Batch, edit_weight: float) -> torch.Tensor | None:
+    """[B, Lt]: 1 everywhere, 1 + edit_weight on the tokens the edit changes (None when edit_weight is 0)."""
+    if not edit_weight:
+        return None
+    return 1.0 + edit_weight * data.changed[batch.index].float()
 
 
 def train_transformer(transformer: FluxTransformer2DModel, data: EditData, *, device, seed: int = 0,
                       batch_size: int = 32, lr: float = 5e-4, warmup: int = 100, ema_decay: float = 0.999,
                       guidance_range=(1.0, 4.0), logit_mean: float = 0.0, logit_std: float = 1.0,
                       steps: int | None = None, seconds: float | None = None, autocast_dtype=None,
+                      recipe: BatchRecipe | None = None,
                       log=print, show: bool = True) -> tuple[FluxTransformer2DModel, list[dict]]:
     """Train `transformer` in place; returns (its EMA copy, the logged history)."""
+    recipe = recipe or BatchRecipe(batch_size=batch_size)
     generator = torch.Generator(device).manual_seed(seed)
     ema = copy.deepcopy(transformer).requires_grad_(False)
     optimizer = torch.optim.AdamW(transformer.parameters(), lr=lr, weight_decay=0.0)
     img_ids = kontext_image_ids(data.grid, data.grid).to(device)  # [Lt + Lc, 3], context first coordinate 1
-    txt_ids = text_ids(data.prompt_embeds.shape[1]).to(device)  # [T, 3] zeros
+    probabilities = pair_probabilities(data, recipe.family_weights)
     low, high = guidance_range
     transformer.train()
     clock, history, recent = PhaseClock("transformer", steps, seconds, show), [], []
     while clock.running():
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(lr, clock.step, clock.done, warmup)
-        index = torch.randint(len(data.targets), (batch_size,), generator=generator, device=device)
-        x0, prompt = data.targets[index], data.prompt_index[index]
-        sigmas = sigmas_from_u(sample_u("logit_normal", batch_size, logit_mean=logit_mean, logit_std=logit_std,
+        batch = draw_batch(data, recipe, probabilities, generator)
+        size = len(batch.index)
+        x0 = data.targets[batch.index]
+        sigmas = sigmas_from_u(sample_u("logit_normal", size, logit_mean=logit_mean, logit_std=logit_std,
                                         generator=generator, device=device)).to(device)  # [B]
         noise = torch.randn(x0.shape, generator=generator, device=device)
-        guidance = low + (high - low) * torch.rand(batch_size, generator=generator, device=device)
+        guidance = low + (high - low) * torch.rand(size, generator=generator, device=device)
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-            loss = kontext_loss(transformer, x0, data.sources[index], data.prompt_embeds[prompt],
-                                data.pooled_embeds[prompt], sigmas, noise, guidance, img_ids, txt_ids)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(transformer.parameters(), 1.0)
-        optimizer.step()
-        ema_update(ema, transformer, ema_decay_at(clock.step, ema_decay))
-        recent.append((loss.item(),))
-        clock.tick(loss=f"{loss.item():.4f}")
-        if clock.log_due():
-            history.append(_log_entry(clock, recent, ("loss",)))
-            log(f"transformer step {clock.step:6d}  {clock.elapsed:7.1f}s  loss {history[-1]['loss']:.4f}  "
-                f"lr {optimizer.param_groups[0]['lr']:.2e}")
-            recent = []
+            loss = kontext_loss(transformer, x0, data.sources[batch.index], data.states(batch.length)[batch.prompt_rows],
+                                data.pooled_embeds[batch.prompt_rows], sigmas, noise, guidance, img_ids,
+                                text_ids(batch.length).to(device), token_weights(data, batch, recipe.edit_weight))
+        optimizer_update(transformer, ema, optimizer, loss, ema_decay_at(clock.step, ema_decay))
+        recent = log_progress(clock, loss.item(), recent, history, optimizer, log, "transformer")
     clock.close()
     transformer.eval()
+    return ema.eval(), history
+
+
+def optimizer_update(model, ema, optimizer, loss: torch.Tensor, ema_decay: float) -> None:
+    """Backward, clip the gradient norm to 1, AdamW step, then move the EMA copy towards the weights."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    ema_update(ema, model, ema_decay)
+
+
+def log_progress(clock: PhaseClock, loss: float, recent: list, history: list, optimizer, log, name: str) -> list:
+    """Count the step; every 1/20 of the phase log the mean loss since the last line. Returns the new `recent`."""
+    recent.append((loss,))
+    clock.tick(loss=f"{loss:.4f}")
+    if not clock.log_due():
+        return recent
+    history.append(_log_entry(clock, recent, ("loss",)))
+    log(f"{name} step {clock.step:6d}  {clock.elapsed:7.1f}s  loss {history[-1]['loss']:.5f}  "
+        f"lr {optimizer.param_groups[0]['lr']:.2e}")
+    return []
+
+
+# --- phase 3: guidance distillation --------------------------------------------------------
+
+def distill_guidance(teacher: FluxTransformer2DModel, student: FluxTransformer2DModel, data: EditData, *, device,
+                     seed: int = 0, recipe: BatchRecipe, lr: float = 2e-4, warmup: int = 50,
+                     ema_decay: float = 0.999, guidance_range=(1.0, 6.0), teacher_guidance: float = 1.0,
+                     logit_mean: float = 0.0, logit_std: float = 1.0, steps: int | None = None,
+                     seconds: float | None = None, autocast_dtype=None, log=print,
+                     show: bool = True) -> tuple[FluxTransformer2DModel, list[dict]]:
+    """Guidance distillation (Meng et al., CVPR 2023; how FLUX.1-dev got its guidance input): the student,
+    given the guidance value g as an input, learns the teacher's two-pass CFG output at g for random g.
+
+    The teacher (trained with prompt dropout) is evaluated twice, with the instruction and with "", on
+    the same noisy target and clean context; the student once. Returns (the student's EMA, history).
+    """
+    generator = torch.Generator(device).manual_seed(seed)
+    teacher = teacher.eval().requires_grad_(False)
+    student.requires_grad_(True)
+    ema = copy.deepcopy(student).requires_grad_(False)
+    optimizer = torch.optim.AdamW(student.parameters(), lr=lr, weight_decay=0.0)
+    img_ids = kontext_image_ids(data.grid, data.grid).to(device)
+    probabilities = pair_probabilities(data, recipe.family_weights)
+    recipe = dataclasses.replace(recipe, prompt_dropout=0.0)  # the student always gets its instruction
+    low, high = guidance_range
+    student.train()
+    clock, history, recent = PhaseClock("distillation", steps, seconds, show), [], []
+    while clock.running():
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(lr, clock.step, clock.done, warmup)
+        batch = draw_batch(data, recipe, probabilities, generator)
+        size, states = len(batch.index), data.states(batch.length)
+        x0, context = data.targets[batch.index], data.sources[batch.index]
+        sigmas = sigmas_from_u(sample_u("logit_normal", size, logit_mean=logit_mean, logit_std=logit_std,
+                                        generator=generator, device=device)).to(device)
+        noisy = noisy_latents(x0, torch.randn(x0.shape, generator=generator, device=device), sigmas)
+        scale = low + (high - low) * torch.rand(size, generator=generator, device=device)  # [B]
+        txt_ids = text_ids(batch.length).to(device)
+        empty = torch.full_like(batch.prompt_rows, data.empty_row)
+        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            with torch.no_grad():
+                rows = torch.cat([batch.prompt_rows, empty])  # [2B]: conditional, then unconditional
+                both = predict_target_velocity(teacher, noisy.repeat(2, 1, 1), context.repeat(2, 1, 1), states[rows],
+                                               data.pooled_embeds[rows], sigmas.repeat(2),
+                                               torch.full((2 * size,), teacher_guidance, device=device),
+                                               img_ids, txt_ids)
+                target = cfg_velocity(*both.float().chunk(2), scale)  # [B, Lt, 64]
+            prediction = predict_target_velocity(student, noisy, context, states[batch.prompt_rows],
+                                                 data.pooled_embeds[batch.prompt_rows], sigmas, scale, img_ids,
+                                                 txt_ids)
+            loss = weighted_mse(prediction, target, token_weights(data, batch, recipe.edit_weight))
+        optimizer_update(student, ema, optimizer, loss, ema_decay_at(clock.step, ema_decay))
+        recent = log_progress(clock, loss.item(), recent, history, optimizer, log, "distillation")
+    clock.close()
+    student.eval()
     return ema.eval(), history
 
 
@@ -413,6 +585,23 @@ def parse_args(argv=None) -> argparse.Namespace:
                      help="guidance values drawn uniformly during training")
     net.add_argument("--logit-mean", type=float, default=0.0, help="sigma = sigmoid(N(mean, std^2))")
     net.add_argument("--logit-std", type=float, default=1.0, help="see --logit-mean")
+    net.add_argument("--family-weights", default="", help="share of training draws per family "
+                     f"{','.join(toy_world.BASE_FAMILIES)} (e.g. 2,1,2,1; empty: every pair alike)")
+    net.add_argument("--edit-weight", type=float, default=0.0,
+                     help="extra loss weight on the tokens an edit changes (0: plain MSE)")
+    net.add_argument("--prompt-dropout", type=float, default=0.0,
+                     help="share of samples trained with the empty instruction (a CFG teacher needs > 0)")
+    net.add_argument("--long-text-lengths", default="", help="other T5 lengths to train at, e.g. 128,512")
+    net.add_argument("--long-share", type=float, default=0.0, help="share of steps at one of those lengths")
+    net.add_argument("--long-batch", type=int, default=8, help="pairs per long-text step")
+    dist = parser.add_argument_group("guidance distillation (after the transformer, or from --teacher)")
+    dist.add_argument("--teacher", type=pathlib.Path, default=None,
+                      help="distil this trained CFG teacher (a transformer folder) and skip the transformer phase")
+    dist.add_argument("--distill-minutes", type=float, default=0.0, help="time budget (0 with no steps: no phase)")
+    dist.add_argument("--distill-steps", type=int, default=None, help="step limit")
+    dist.add_argument("--distill-lr", type=float, default=2e-4, help="peak AdamW learning rate")
+    dist.add_argument("--distill-guidance-range", type=float, nargs=2, default=(1.0, 6.0),
+                      help="guidance values g drawn uniformly; the student learns the teacher's CFG at g")
     ev = parser.add_argument_group("evaluation")
     ev.add_argument("--eval-pairs", type=int, default=40, help="held-out pairs per family (0: skip)")
     ev.add_argument("--eval-steps", type=int, default=28, help="sampling steps")
@@ -485,13 +674,23 @@ def run(args) -> dict:
 
     phase = time.perf_counter()
     pairs = toy_world.make_pairs("train", args.train_pairs, toy_world.BASE_FAMILIES, args.size, workers=args.workers)
-    data = prepare_data(base, vae, pairs, args.text_length, device)
+    long_lengths = _ints(args.long_text_lengths) if args.long_text_lengths else ()
+    data = prepare_data(base, vae, pairs, args.text_length, device, long_lengths=long_lengths)
     log(f"{len(pairs)} training pairs encoded in {time.perf_counter() - phase:.0f}s: "
         f"{data.targets.shape[1]} target + {data.sources.shape[1]} context tokens, {data.prompt_embeds.shape[0]} "
         f"instructions of {data.prompt_embeds.shape[1]} T5 tokens; latent std {data.targets.std().item():.3f}")
 
+    recipe = BatchRecipe(batch_size=args.batch,
+                         family_weights=tuple(float(w) for w in args.family_weights.split(",")) if args.family_weights
+                         else (), long_lengths=long_lengths, long_share=args.long_share, long_batch=args.long_batch,
+                         prompt_dropout=args.prompt_dropout, edit_weight=args.edit_weight)
     continued_from = None
-    if args.transformer:  # continue an earlier run's (EMA) transformer
+    if args.teacher:
+        transformer = FluxTransformer2DModel.from_pretrained(args.teacher, dtype=torch.float32).to(device)
+        earlier = args.teacher.parent / "training_record.json"
+        continued_from = json.loads(earlier.read_text()) if earlier.is_file() else str(args.teacher)
+        log(f"distilling the teacher {args.teacher}")
+    elif args.transformer:  # continue an earlier run's (EMA) transformer
         transformer = FluxTransformer2DModel.from_pretrained(args.transformer, dtype=torch.float32).to(device)
         earlier = args.transformer.parent / "training_record.json"
         continued_from = json.loads(earlier.read_text()) if earlier.is_file() else str(args.transformer)
@@ -505,14 +704,27 @@ def run(args) -> dict:
         transformer = FluxTransformer2DModel(**config).to(device)
     log(f"transformer: {count_parameters(transformer) / 1e6:.2f} M parameters, hidden "
         f"{args.heads * args.head_dim}, {args.double_blocks} double + {args.single_blocks} single blocks")
-    ema, history = train_transformer(
-        transformer, data, device=device, seed=args.seed, batch_size=args.batch, lr=args.lr, warmup=args.warmup,
-        ema_decay=args.ema_decay, guidance_range=tuple(args.guidance_range), logit_mean=args.logit_mean,
-        logit_std=args.logit_std, steps=args.steps, seconds=_budget(args.minutes), autocast_dtype=autocast,
-        log=log, show=not args.quiet)
+    history, distill_history, teacher = [], [], None
+    if args.teacher:
+        ema = transformer.eval()
+    else:
+        ema, history = train_transformer(
+            transformer, data, device=device, seed=args.seed, batch_size=args.batch, lr=args.lr, warmup=args.warmup,
+            ema_decay=args.ema_decay, guidance_range=tuple(args.guidance_range), logit_mean=args.logit_mean,
+            logit_std=args.logit_std, steps=args.steps, seconds=_budget(args.minutes), autocast_dtype=autocast,
+            recipe=recipe, log=log, show=not args.quiet)
+    if args.distill_minutes or args.distill_steps:
+        teacher = ema
+        ema, distill_history = distill_guidance(
+            teacher, copy.deepcopy(teacher), data, device=device, seed=args.seed, recipe=recipe, lr=args.distill_lr,
+            ema_decay=args.ema_decay, guidance_range=tuple(args.distill_guidance_range), logit_mean=args.logit_mean,
+            logit_std=args.logit_std, steps=args.distill_steps, seconds=_budget(args.distill_minutes),
+            autocast_dtype=autocast, log=log, show=not args.quiet)
 
     pipe = FluxKontextPipeline(**{**base.components, "vae": vae, "transformer": ema})
     pipe.to(DTYPES[args.save_dtype]).save_pretrained(args.out, safe_serialization=True)
+    if teacher is not None:
+        teacher.to(DTYPES[args.save_dtype]).save_pretrained(args.out / TEACHER_FOLDER, safe_serialization=True)
     megabytes = sum(f.stat().st_size for f in args.out.rglob("*.safetensors")) / 1e6
     folder_megabytes = sum(f.stat().st_size for f in args.out.rglob("*") if f.is_file()) / 1e6
     log(f"saved {args.out}: {megabytes:.1f} MB of weights in {args.save_dtype}, {folder_megabytes:.1f} MB in all")
@@ -520,7 +732,8 @@ def run(args) -> dict:
     record = {"args": {k: (str(v) if isinstance(v, pathlib.Path) else v) for k, v in vars(args).items()},
               "device": str(device),
               "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU",
-              "vae": vae_record, "transformer_history": history,
+              "vae": vae_record, "transformer_history": history, "distillation_history": distill_history,
+              "text_lengths": [args.text_length, *long_lengths],
               "transformer_parameters": count_parameters(ema), "max_sequence_length": args.text_length,
               "weights_mb": round(megabytes, 2), "folder_mb": round(folder_megabytes, 2),
               "continued_from": continued_from}

@@ -7,8 +7,9 @@ family has several phrasings, all made of words the miniature's T5 tokenizer was
 (``prompt_corpus.py``). Everything is deterministic: the same seed and family always give the
 same pair, on every machine.
 
-The base miniature trains on ``BASE_FAMILIES``; ``RESERVED_FAMILIES`` (flip upside down) is
-kept for the LoRA notebook, so the base model never sees it. Training pairs use seeds from
+The base miniature trains on ``BASE_FAMILIES``; ``RESERVED_FAMILIES`` (flip upside down, the
+background colour, keep one shape, swap two colours, a new colour word) are kept for the LoRA
+notebook, so the base model never sees them. Training pairs use seeds from
 ``TRAIN_SEEDS``, evaluation pairs from ``HELDOUT_SEEDS``: the two ranges never overlap.
 
 Geometry: continuous pixel coordinates, pixel (row i, column j) covers [j, j+1] x [i, i+1].
@@ -65,10 +66,15 @@ class Shape:
 
 @dataclass(frozen=True)
 class Scene:
-    """What is in a picture: its size and its shapes, on the plain background."""
+    """What is in a picture: its size and its shapes, on a background (the plain light one unless an edit painted it)."""
 
     size: int
     shapes: tuple[Shape, ...]
+    background: str = BACKGROUND  # BACKGROUND (the light default) or a PALETTE name
+
+    @property
+    def background_rgb(self) -> tuple[int, int, int]:
+        return BACKGROUND_RGB if self.background == BACKGROUND else PALETTE[self.background]
 
 
 @dataclass(frozen=True)
@@ -140,8 +146,8 @@ def coverage(shape: Shape, size: int, supersample: int = SUPERSAMPLE) -> np.ndar
 
 
 def render_array(scene: Scene, supersample: int = SUPERSAMPLE) -> np.ndarray:
-    """[size, size, 3] float32 RGB in [0, 255]: each shape blended over the background by its coverage."""
-    image = np.broadcast_to(np.array(BACKGROUND_RGB, np.float32), (scene.size, scene.size, 3)).copy()
+    """[size, size, 3] float32 RGB in [0, 255]: each shape blended over the scene's background by its coverage."""
+    image = np.broadcast_to(np.array(scene.background_rgb, np.float32), (scene.size, scene.size, 3)).copy()
     for shape in scene.shapes:
         alpha = coverage(shape, scene.size, supersample)[..., None]  # [size, size, 1]
         image = (1 - alpha) * image + alpha * np.array(PALETTE[shape.colour], np.float32)
@@ -190,7 +196,8 @@ def describe(scene: Scene) -> str:
         pointing = " pointing down" if shape.upside_down and shape.kind == "triangle" else ""
         article = "an" if shape.colour[0] in "aeiou" else "a"
         parts.append(f"{article} {shape.name}{pointing} at ({shape.x:.0f}, {shape.y:.0f})")
-    return ", ".join(parts)
+    painted = f" on a {scene.background} background" if scene.background != BACKGROUND else ""
+    return ", ".join(parts) + painted
 
 
 def moves_off_itself(shape: Shape, new_x: float, new_y: float) -> bool:
@@ -242,6 +249,45 @@ def flip_upside_down(scene: Scene, rng: np.random.Generator):
     return Scene(scene.size, shapes), {}
 
 
+# Candidates for the LoRA notebook's live run (reserved: the base model never sees them). The corpus
+# has one phrasing for each. Colours are PALETTE colours: the miniature's VAE, trained on the toy
+# world, cannot draw others (black comes back brown). It cannot draw a coloured background either
+# (its round trip of background_colour targets fails every one), so that edit is out of reach of
+# any transformer on this VAE; it stays as a measured example of the decoder's ceiling.
+
+def background_colour(scene: Scene, rng: np.random.Generator):
+    """Paint the background a palette colour that no shape has; the shapes stay."""
+    colour = str(rng.choice([c for c in PALETTE if c not in {s.colour for s in scene.shapes}]))
+    return Scene(scene.size, scene.shapes, colour), {"colour": colour}
+
+
+def keep_only(scene: Scene, rng: np.random.Generator):
+    """Keep one of three shapes, remove the other two (two-shape scenes are rejected: that is `remove`)."""
+    if len(scene.shapes) != 3:
+        return None
+    shape = scene.shapes[int(rng.integers(len(scene.shapes)))]
+    return Scene(scene.size, (shape,), scene.background), {"shape": shape.kind}
+
+
+def swap_colours(scene: Scene, rng: np.random.Generator):
+    """Two shapes exchange their colours (scenes of three shapes are rejected: which two?)."""
+    if len(scene.shapes) != 2:
+        return None
+    first, second = scene.shapes
+    shapes = (dataclasses.replace(first, colour=second.colour), dataclasses.replace(second, colour=first.colour))
+    return Scene(scene.size, shapes, scene.background), {}
+
+
+NEW_COLOUR_WORD = ("gold", "yellow")  # a colour word the base model never saw, for a colour its VAE can draw
+
+
+def everything_gold(scene: Scene, rng: np.random.Generator):
+    """Recolour every shape, named by a word the base model never saw: gold, drawn as the palette's yellow."""
+    word, colour = NEW_COLOUR_WORD
+    shapes = tuple(dataclasses.replace(shape, colour=colour) for shape in scene.shapes)  # distinct colours: one changes
+    return Scene(scene.size, shapes, scene.background), {"colour": word}
+
+
 # Phrasings: every template is one of prompt_corpus.EDIT_TEMPLATES, so it tokenizes into whole words.
 FAMILIES = {
     "recolour_one": (recolour_one, (
@@ -274,9 +320,17 @@ FAMILIES = {
         "flip the picture vertically",
         "turn the image upside down",
     )),
+    "background_colour": (background_colour, ("make the background {colour}",)),
+    "keep_only": (keep_only, ("keep the {shape} and remove everything else",)),
+    "swap_colours": (swap_colours, ("swap the colours of the shapes",)),
+    "everything_gold": (everything_gold, ("make everything {colour}", "paint all shapes {colour}",
+                                          "turn every shape {colour}")),
 }
+FAMILY_COLOUR_WORDS = {"everything_gold": (NEW_COLOUR_WORD[0],)}  # {colour} words of a family, if not PALETTE's
 BASE_FAMILIES = ("recolour_one", "recolour_all", "remove", "mirror")
-RESERVED_FAMILIES = ("flip_upside_down",)  # for the LoRA notebook: the base model never trains on it
+# For the LoRA notebook: the base model never trains on these (new families go at the end of FAMILIES,
+# whose order seeds every family's random stream).
+RESERVED_FAMILIES = ("flip_upside_down", "background_colour", "keep_only", "swap_colours", "everything_gold")
 
 
 def check_family(family: str) -> None:
@@ -305,7 +359,7 @@ def all_instructions(family: str) -> list[str]:
     lines = []
     for template in FAMILIES[family][1]:
         for kind in KINDS if "{shape}" in template else [None]:
-            for colour in PALETTE if "{colour}" in template else [None]:
+            for colour in FAMILY_COLOUR_WORDS.get(family, tuple(PALETTE)) if "{colour}" in template else [None]:
                 lines.append(template.format(shape=kind, colour=colour))
     return lines
 

@@ -3,6 +3,7 @@
 * ``timestep_sampling`` - where training puts its noise levels: densities and loss weightings (06, 09)
 * ``kontext_objective`` - the flow-matching loss on [noisy target; clean context] tokens (09)
 * ``edit_pairs``        - dataset folders of (condition, instruction, target) pairs (09)
+* ``recipes``           - TrainConfig, the LoRA layer sets and the presets per model size (no torch)
 * ``lora_training``     - the LoRA trainer: caching, peft adapters, checkpoints, exact resume (09)
 * ``train``             - its command line: ``python -m kontext_teach train --help``
 * ``bench``             - one LoRA step at full size, the reference set-up against ours:

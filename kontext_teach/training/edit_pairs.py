@@ -6,7 +6,9 @@ line) or ``pairs.csv`` (a header line), with three fields per pair:
     {"source": "before/001.png", "target": "after/001.png", "instruction": "make the cup red"}
 
 Paths are relative to the folder. ``load_pair_folder`` checks everything before training
-starts and names the file and line of any problem.
+starts and names the file and line of any problem. Images become RGB by the series' policy
+(``preprocessing.to_rgb``): transparency is composited on white, 16-bit greyscale is scaled
+to 8 bits, L, P and CMYK are converted; each such change is reported in ``notes``.
 """
 
 import csv
@@ -15,6 +17,8 @@ import pathlib
 from dataclasses import dataclass
 
 from PIL import Image, UnidentifiedImageError
+
+from ..preprocessing import SIXTEEN_BIT_MODES, check_image_mode, has_alpha, to_rgb
 
 MULTIPLE_OF = 16  # 8 for the VAE x 2 for the 2x2 packing
 FIELDS = ("source", "target", "instruction")
@@ -37,6 +41,11 @@ def check_pair(pair: EditPair) -> None:
     where = getattr(pair, "name", "") or "pair"
     if not pair.instruction or not pair.instruction.strip():
         raise PairDataError(f"{where}: empty instruction; every pair needs the edit it shows, in words")
+    for name in ("source", "target"):
+        try:
+            check_image_mode(getattr(pair, name), f"the {name} image")
+        except ValueError as error:
+            raise PairDataError(f"{where}: {error}") from None
     if pair.source.size != pair.target.size:
         raise PairDataError(f"{where}: source is {pair.source.size[0]}x{pair.source.size[1]} but target is "
                             f"{pair.target.size[0]}x{pair.target.size[1]}; resize both to one size")
@@ -47,29 +56,55 @@ def check_pair(pair: EditPair) -> None:
                             f"for packing); crop or resize it, e.g. to {fixed[0]}x{fixed[1]}")
 
 
-def open_rgb(path: pathlib.Path, where: str) -> Image.Image:
+def conversion_note(image: Image.Image) -> str | None:
+    """What to_rgb will do to an image that is not plain RGB, in words (None for plain RGB)."""
+    if has_alpha(image):
+        return f"{image.mode} image with transparency: composited on white"
+    if image.mode in SIXTEEN_BIT_MODES:
+        return f"16-bit greyscale ({image.mode}): scaled to 8 bits"
+    return None if image.mode == "RGB" else f"mode {image.mode}: converted to RGB"
+
+
+def open_rgb(path: pathlib.Path, where: str, notes: list[str] | None = None) -> Image.Image:
+    """The image at `path` as RGB (preprocessing.to_rgb); what was converted is appended to `notes`."""
     if not path.is_file():
         raise PairDataError(f"{where}: image file {path} does not exist")
     try:
         with Image.open(path) as image:
             image.load()
-            return image.convert("RGB") if image.mode != "RGB" else image.copy()
+            note = conversion_note(image)
+            rgb = to_rgb(image)
     except (UnidentifiedImageError, OSError) as error:
         raise PairDataError(f"{where}: cannot read image {path} ({error})") from error
+    except ValueError as error:  # a mode without a clear value range (I, F, ...)
+        raise PairDataError(f"{where}: {path}: {error}") from error
+    if note and notes is not None:
+        notes.append(f"{path.name}: {note}")
+    return rgb
 
 
 def read_index(folder: pathlib.Path) -> list[tuple[str, dict]]:
     """(where, record) for every line of pairs.jsonl or every row of pairs.csv."""
     jsonl, table = folder / "pairs.jsonl", folder / "pairs.csv"
     if jsonl.is_file():
+        text = jsonl.read_text()
+        if text.lstrip().startswith("["):
+            raise PairDataError(f"{jsonl} holds one JSON array; the format is JSON Lines: one object per line, "
+                                f'e.g. {{"source": "a.png", "target": "b.png", "instruction": "..."}}. Convert it '
+                                "with: python -c \"import json,sys; [print(json.dumps(r)) for r in "
+                                "json.load(sys.stdin)]\" < old.json > pairs.jsonl")
         records = []
-        for number, line in enumerate(jsonl.read_text().splitlines(), start=1):
+        for number, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
                 continue
             try:
-                records.append((f"{jsonl}:{number}", json.loads(line)))
+                record = json.loads(line)
             except json.JSONDecodeError as error:
                 raise PairDataError(f"{jsonl}:{number}: not valid JSON ({error.msg})") from error
+            if not isinstance(record, dict):
+                raise PairDataError(f"{jsonl}:{number}: expected a JSON object with the fields {', '.join(FIELDS)}, "
+                                    f"got a {type(record).__name__}")
+            records.append((f"{jsonl}:{number}", record))
         return records
     if table.is_file():
         with table.open(newline="") as handle:
@@ -78,8 +113,8 @@ def read_index(folder: pathlib.Path) -> list[tuple[str, dict]]:
                         f"{', '.join(FIELDS)} (see kontext_teach.training.edit_pairs)")
 
 
-def load_pair_folder(folder) -> list[EditPair]:
-    """All pairs of a dataset folder, checked."""
+def load_pair_folder(folder, notes: list[str] | None = None) -> list[EditPair]:
+    """All pairs of a dataset folder, checked; image conversions are appended to `notes`."""
     folder = pathlib.Path(folder)
     if not folder.is_dir():
         raise PairDataError(f"dataset folder {folder} does not exist")
@@ -88,8 +123,8 @@ def load_pair_folder(folder) -> list[EditPair]:
         missing = [field for field in FIELDS if field not in record]
         if missing:
             raise PairDataError(f"{where}: missing field(s) {', '.join(missing)}; each pair needs {', '.join(FIELDS)}")
-        pair = EditPair(open_rgb(folder / record["source"], where), str(record["instruction"]),
-                        open_rgb(folder / record["target"], where), where)
+        pair = EditPair(open_rgb(folder / record["source"], where, notes), str(record["instruction"]),
+                        open_rgb(folder / record["target"], where, notes), where)
         check_pair(pair)
         pairs.append(pair)
     if not pairs:

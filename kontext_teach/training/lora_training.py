@@ -6,19 +6,25 @@
            -> train_lora()       the Kontext objective (kontext_objective.kontext_loss) with
                                  AdamW, bf16 autocast on GPU, gradient clipping, checkpoints
                                  and exact resume, built on accelerate
-           -> save_lora_weights  a file that a stock FluxKontextPipeline loads with
-                                 load_lora_weights()
+           -> save_lora_weights  a file (with its LoRA config as metadata: rank, alpha, layers)
+                                 that a stock FluxKontextPipeline loads with load_lora_weights()
 
 Every random draw of step s comes from a generator seeded with (seed, s): a run resumed
 from a checkpoint takes the same steps as one that was never interrupted.
 """
 
+import contextlib
 import dataclasses
 import json
 import math
+import os
 import pathlib
 import re
 import shutil
+import signal
+import sys
+import threading
+import uuid
 from dataclasses import dataclass, field
 
 import torch
@@ -32,72 +38,22 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from .edit_pairs import EditPair, check_pair
+from .recipes import LORA_TARGETS, TrainConfig, learning_rate_at  # noqa: F401  (TrainConfig lives in recipes: no torch there)
 from ..lab.harness import avoid_failing_attention_backends
 from .kontext_objective import EditBatch, kontext_loss
 from .timestep_sampling import loss_weighting, sample_u, sigmas_from_u
 
-DOUBLE_BLOCK_ATTENTION = ["attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0"]
-DOUBLE_BLOCK_CONTEXT_ATTENTION = ["attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj", "attn.to_add_out"]
-DOUBLE_BLOCK_REST = ["ff.net.0.proj", "ff.net.2", "ff_context.net.0.proj", "ff_context.net.2",
-                     "norm1.linear", "norm1_context.linear"]
-SINGLE_BLOCK_ATTENTION = ["attn.to_q", "attn.to_k", "attn.to_v"]
-SINGLE_BLOCK_REST = ["proj_mlp", "proj_out", "norm.linear"]
-
-# Which linear layers get a LoRA, by name inside the blocks (facts: kontext-facts.md section 7).
-LORA_TARGETS = {
-    # diffusers' train_dreambooth_lora_flux_kontext.py default: image-stream attention projections
-    "attention": (DOUBLE_BLOCK_ATTENTION, SINGLE_BLOCK_ATTENTION),
-    "attention+text": (DOUBLE_BLOCK_ATTENTION + DOUBLE_BLOCK_CONTEXT_ATTENTION, SINGLE_BLOCK_ATTENTION),
-    "all-linear": (DOUBLE_BLOCK_ATTENTION + DOUBLE_BLOCK_CONTEXT_ATTENTION + DOUBLE_BLOCK_REST,
-                   SINGLE_BLOCK_ATTENTION + SINGLE_BLOCK_REST),
-}
 CHECKPOINT_PREFIX = "step-"
+CONFIG_FILE = "train_config.json"
+LORA_FILE = "pytorch_lora_weights.safetensors"
+OWN_FILES = (LORA_FILE, CONFIG_FILE, "checkpoints")  # what the trainer writes into its output folder
 # Settings that may differ between a run and its resumption (they do not change the result).
 RESUMABLE_CHANGES = ("steps", "checkpoint_every", "eval_every", "keep_checkpoints", "compile_blocks",
                      "gradient_checkpointing", "checkpoint_fraction")
 
 
-@dataclass
-class TrainConfig:
-    """Every knob of a LoRA run; the defaults follow diffusers' Kontext LoRA script where it has one."""
-
-    steps: int = 200
-    batch_size: int = 1
-    learning_rate: float = 1e-4
-    weight_decay: float = 1e-4
-    rank: int = 4
-    alpha: float | None = None  # LoRA scale = alpha / rank; None -> alpha = rank
-    targets: str = "attention"  # a key of LORA_TARGETS
-    density: str = "logit_normal"  # timestep density: uniform | logit_normal | mode
-    logit_mean: float = 0.0
-    logit_std: float = 1.0
-    mode_scale: float = 1.29
-    loss_weighting: str = "none"  # none | sigma_sqrt | cosmap
-    guidance: float = 1.0  # guidance embedding value during training
-    max_grad_norm: float = 1.0
-    gradient_checkpointing: bool = False
-    checkpoint_fraction: float = 1.0  # with gradient_checkpointing: share of blocks recomputed (rest keep activations)
-    compile_blocks: bool = False  # torch.compile each repeated block (regional compilation; GPU)
-    fused_optimizer: str = "auto"  # auto (fused AdamW on GPU) | yes | no
-    mixed_precision: str = "auto"  # auto (bf16 on GPU, none on CPU) | bf16 | fp16 | no
-    checkpoint_every: int = 0  # steps between checkpoints; 0 = only at the end
-    keep_checkpoints: int = 2
-    eval_every: int = 0  # steps between evaluations; 0 = only at the end
-    seed: int = 0
-    max_sequence_length: int = 512
-
-    def __post_init__(self):
-        if self.targets not in LORA_TARGETS:
-            raise ValueError(f"targets={self.targets!r}: use one of {sorted(LORA_TARGETS)}")
-        for name in ("steps", "batch_size", "rank", "max_sequence_length"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.mixed_precision not in ("auto", "bf16", "fp16", "no"):
-            raise ValueError(f"mixed_precision={self.mixed_precision!r}: use auto, bf16, fp16 or no")
-        if self.fused_optimizer not in ("auto", "yes", "no"):
-            raise ValueError(f"fused_optimizer={self.fused_optimizer!r}: use auto, yes or no")
-        if not 0.0 <= self.checkpoint_fraction <= 1.0:
-            raise ValueError(f"checkpoint_fraction must lie in [0, 1], got {self.checkpoint_fraction}")
+class OutputFolderError(ValueError):
+    """The output folder cannot take this run; the message says what to do."""
 
 
 @dataclass
@@ -120,10 +76,17 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)  # one entry per step: loss, sigmas, per-sample losses
     evaluations: list[dict] = field(default_factory=list)
     interrupted: bool = False
+    start_step: int = 0  # the step this call began at (> 0 when resumed)
+    checkpoint: pathlib.Path | None = None  # the newest checkpoint written (after an interruption: where to resume)
+
+    @property
+    def steps_done(self) -> int:
+        """Steps completed in all, resumed ones included."""
+        return len(self.history)
 
     @property
     def lora_file(self) -> pathlib.Path:
-        return self.output_dir / "pytorch_lora_weights.safetensors"
+        return self.output_dir / LORA_FILE
 
 
 def lora_target_regex(targets: str) -> str:
@@ -246,33 +209,62 @@ def mixed_precision(config: TrainConfig) -> str:
     return "bf16" if torch.cuda.is_available() else "no"
 
 
-def checkpoints(output_dir: pathlib.Path) -> list[pathlib.Path]:
-    folder = output_dir / "checkpoints"
-    return sorted(folder.glob(f"{CHECKPOINT_PREFIX}*")) if folder.is_dir() else []
+def checkpoint_step(folder: pathlib.Path) -> int | None:
+    """The step number in a checkpoint folder's name (step-0000600 -> 600), None for other names."""
+    digits = folder.name.removeprefix(CHECKPOINT_PREFIX)
+    return int(digits) if folder.name.startswith(CHECKPOINT_PREFIX) and digits.isdigit() else None
+
+
+def checkpoint_run(folder: pathlib.Path) -> str | None:
+    """The id of the run that wrote a checkpoint (None if unreadable)."""
+    try:
+        return json.loads((folder / "trainer_state.json").read_text()).get("run")
+    except (OSError, ValueError):
+        return None
+
+
+def checkpoints(output_dir, run: str | None = None) -> list[pathlib.Path]:
+    """The checkpoints in output_dir (of one run, if given), oldest first by step number."""
+    folder = pathlib.Path(output_dir) / "checkpoints"
+    found = [p for p in folder.glob(f"{CHECKPOINT_PREFIX}*") if checkpoint_step(p) is not None] if folder.is_dir() else []
+    if run is not None:
+        found = [p for p in found if checkpoint_run(p) == run]
+    return sorted(found, key=checkpoint_step)
 
 
 def save_checkpoint(output_dir: pathlib.Path, step: int, transformer, optimizer, result: TrainResult,
-                    config: TrainConfig, keep: int) -> pathlib.Path:
-    """LoRA weights, optimizer state and history after `step` completed steps."""
+                    config: TrainConfig, keep: int, run: str | None = None) -> pathlib.Path:
+    """LoRA weights, optimizer state and history after `step` completed steps; keeps this run's newest `keep`."""
     folder = output_dir / "checkpoints" / f"{CHECKPOINT_PREFIX}{step:07d}"
     folder.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in get_peft_model_state_dict(transformer).items()}, folder / "lora.safetensors")
     torch.save(optimizer.state_dict(), folder / "optimizer.pt")
-    state = dict(step=step, config=dataclasses.asdict(config), history=result.history, evaluations=result.evaluations)
+    state = dict(step=step, run=run, config=dataclasses.asdict(config), history=result.history,
+                 evaluations=result.evaluations)
     (folder / "trainer_state.json").write_text(json.dumps(state))
-    for old in checkpoints(output_dir)[:-keep]:
+    for old in checkpoints(output_dir, run)[:-keep]:
         shutil.rmtree(old)
     return folder
+
+
+def config_changes(saved: dict, config: TrainConfig) -> list[str]:
+    """The settings in which `config` differs from a saved run's, other than those a resume may change."""
+    return sorted(k for k, v in dataclasses.asdict(config).items()
+                  if k not in RESUMABLE_CHANGES and saved.get(k, v) != v)
+
+
+def describe_changes(saved: dict, config: TrainConfig, changed: list[str]) -> str:
+    return ", ".join(f"{k} {saved[k]!r} -> {getattr(config, k)!r}" for k in changed)
 
 
 def load_checkpoint(folder: pathlib.Path, transformer, optimizer, result: TrainResult, config: TrainConfig) -> int:
     """Restore LoRA weights, optimizer and history; return the number of completed steps."""
     state = json.loads((folder / "trainer_state.json").read_text())
-    changed = {k for k, v in dataclasses.asdict(config).items()
-               if k not in RESUMABLE_CHANGES and state["config"].get(k, v) != v}
+    changed = config_changes(state["config"], config)
     if changed:
-        raise ValueError(f"cannot resume from {folder}: the run used different {', '.join(sorted(changed))}; "
-                         "use the same settings or a new output folder")
+        raise OutputFolderError(f"cannot resume from {folder}: the run used different {', '.join(changed)} "
+                                f"({describe_changes(state['config'], config, changed)}); use the same settings, "
+                                "or start over with --overwrite (overwrite=True) or a new output folder")
     device = next(p for p in transformer.parameters() if p.requires_grad).device
     set_peft_model_state_dict(transformer, load_file(folder / "lora.safetensors", device=str(device)))
     optimizer.load_state_dict(torch.load(folder / "optimizer.pt", map_location=device, weights_only=True))
@@ -280,65 +272,233 @@ def load_checkpoint(folder: pathlib.Path, transformer, optimizer, result: TrainR
     return state["step"]
 
 
+def output_problem(output_dir, resume: bool = False, overwrite: bool = False) -> str | None:
+    """Why output_dir cannot take a run (None if it can); checks only, writes nothing."""
+    output_dir = pathlib.Path(output_dir)
+    if resume and overwrite:
+        return "resume and overwrite exclude each other: resume continues the run in the folder, overwrite deletes it"
+    for parent in [output_dir, *output_dir.parents]:
+        if parent.exists() and not parent.is_dir():
+            return (f"output {output_dir} is a file, not a folder; choose a folder path" if parent == output_dir
+                    else f"cannot create the output folder {output_dir}: {parent} is a file")
+        if parent.exists():
+            break
+    if not output_dir.is_dir():
+        return None
+    contents = sorted(p.name for p in output_dir.iterdir())
+    if not contents or overwrite:
+        return None
+    if resume:
+        if (output_dir / CONFIG_FILE).is_file() or checkpoints(output_dir):
+            return None
+        return (f"{output_dir} holds files ({', '.join(contents[:4])}) but no run of this trainer to resume (no "
+                f"{CONFIG_FILE}, no checkpoints); choose another output folder")
+    return (f"output folder {output_dir} already holds files ({', '.join(contents[:4])}"
+            f"{', ...' if len(contents) > 4 else ''}); continue the run in it with --resume (resume=True; same "
+            "settings), replace it with --overwrite (overwrite=True), or choose a new output folder")
+
+
+def ensure_writable(output_dir) -> pathlib.Path:
+    """Create output_dir and write a probe file into it, so that a run cannot fail only when it saves."""
+    output_dir = pathlib.Path(output_dir)
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        probe = output_dir / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise OutputFolderError(f"cannot write to the output folder {output_dir} ({error.strerror}); choose a "
+                                "folder you may write to") from error
+    return output_dir
+
+
+def is_main_launch_process() -> bool:
+    """False in the second and later processes of torchrun / accelerate launch (they set RANK)."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+def check_output(output_dir, resume: bool = False, overwrite: bool = False,
+                 config: TrainConfig | None = None) -> pathlib.Path:
+    """Raise OutputFolderError unless output_dir can take the run (with `config`, when resuming, that the
+    settings match the run's); creates output_dir (empty) if missing."""
+    problem = output_problem(output_dir, resume, overwrite)
+    if not problem and resume and config is not None:
+        problem = resume_problem(pathlib.Path(output_dir), config)
+    if problem:
+        raise OutputFolderError(problem)
+    return ensure_writable(output_dir)
+
+
+def remove_previous_run(output_dir: pathlib.Path) -> None:
+    """Delete what the trainer wrote into output_dir (LoRA, config, checkpoints); other files stay."""
+    for name in OWN_FILES:
+        path = output_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
+def resume_problem(output_dir: pathlib.Path, config: TrainConfig) -> str | None:
+    """Why the run in output_dir cannot be resumed with `config` (None if it can, or if there is none)."""
+    config_file = output_dir / CONFIG_FILE
+    if config_file.is_file():
+        saved = json.loads(config_file.read_text())
+        changed = config_changes(saved, config)
+        if changed:
+            return (f"cannot resume the run in {output_dir}: it used different {', '.join(changed)} "
+                    f"({describe_changes(saved, config, changed)}); use the same settings, or start over with "
+                    "--overwrite (overwrite=True) or a new output folder")
+    found = checkpoints(output_dir)
+    if found and checkpoint_step(found[-1]) > config.steps:
+        return (f"the run in {output_dir} is already at step {checkpoint_step(found[-1])}, past steps={config.steps}; "
+                f"ask for {checkpoint_step(found[-1])} steps or more to continue it")
+    return None
+
+
+def prepare_output(output_dir, config: TrainConfig, resume: bool = False,
+                   overwrite: bool = False) -> pathlib.Path | None:
+    """Check and set up output_dir for a run; return the checkpoint to resume from (None: start at step 0)."""
+    output_dir = check_output(output_dir, resume, overwrite, config)
+    if overwrite:
+        remove_previous_run(output_dir)
+    latest = None
+    if resume:
+        found = checkpoints(output_dir)
+        latest = found[-1] if found else None
+        if latest is None:
+            print(f"nothing to resume in {output_dir}: no checkpoint saved yet; starting at step 0", file=sys.stderr)
+    (output_dir / CONFIG_FILE).write_text(json.dumps(dataclasses.asdict(config), indent=2))
+    return latest
+
+
+@contextlib.contextmanager
+def finish_step_on_interrupt(enabled: bool = True):
+    """While inside, a first Ctrl-C (SIGINT) only sets stop["requested"], so the loop can end after a whole
+    step and save it; a second Ctrl-C interrupts at once. Only in the main thread of a single process."""
+    stop = {"requested": False}
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum, frame):
+        if stop["requested"]:
+            raise KeyboardInterrupt
+        stop["requested"] = True
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def lora_metadata(model) -> dict:
+    """The peft LoraConfig as a dict: saved with the weights, it tells diffusers' loader rank, alpha and targets
+    (without it diffusers assumes alpha = rank)."""
+    return model.peft_config["default"].to_dict()
+
+
 def train_lora(pipe: FluxKontextPipeline, data: list[EditPair] | list[CachedPair], config: TrainConfig, output_dir,
-               *, resume: bool = False, evaluate=None, progress: bool = True, stop_after: int | None = None,
-               accelerator: Accelerator | None = None) -> TrainResult:
+               *, resume: bool = False, overwrite: bool = False, evaluate=None, progress: bool = True,
+               stop_after: int | None = None, accelerator: Accelerator | None = None) -> TrainResult:
     """Train a LoRA on `pipe.transformer` in place and save it to `output_dir`.
 
     data: edit pairs (encoded here) or an already computed cache_pairs() list.
-    resume: continue from the newest checkpoint in output_dir (same settings required).
+    output_dir: must be empty or new, unless resume (continue the run in it; same settings required,
+    checked) or overwrite (delete the trainer's files in it first).
     evaluate: optional callable(pipe, step) -> dict, called every config.eval_every steps and at the end.
-    stop_after: stop (as if interrupted) after this many steps of this call; for demonstrations and tests.
+    stop_after: stop (as if killed, without a checkpoint) after this many steps of this call; for
+    demonstrations and tests.
+    Ctrl-C: the run ends after the current step, saves a checkpoint and returns with interrupted=True.
     """
     output_dir = pathlib.Path(output_dir)
     if not data:
         raise ValueError("no training pairs given")
-    cache = data if isinstance(data[0], CachedPair) else cache_pairs(pipe, data, config.max_sequence_length)
     accelerator = accelerator or Accelerator(mixed_precision=mixed_precision(config), cpu=not torch.cuda.is_available())
+    resume_from = None
+    if accelerator.is_main_process:  # before any expensive work
+        resume_from = prepare_output(output_dir, config, resume, overwrite)
+    accelerator.wait_for_everyone()
+    if not accelerator.is_main_process and resume:
+        found = checkpoints(output_dir)
+        resume_from = found[-1] if found else None
+    cache = data if isinstance(data[0], CachedPair) else cache_pairs(pipe, data, config.max_sequence_length)
     avoid_failing_attention_backends(accelerator.device)
     transformer = pipe.transformer
     parameters = prepare_transformer(transformer, config)
     optimizer = make_optimizer(parameters, config, accelerator.device)
     model, optimizer = accelerator.prepare(transformer, optimizer)
     result = TrainResult(output_dir)
+    run = uuid.uuid4().hex
     start = 0
-    if resume and checkpoints(output_dir):
-        start = load_checkpoint(checkpoints(output_dir)[-1], transformer, optimizer, result, config)
+    if resume_from is not None:
+        start = load_checkpoint(resume_from, transformer, optimizer, result, config)
+        run = checkpoint_run(resume_from) or run
+    result.start_step = start
     end = config.steps if stop_after is None else min(config.steps, start + stop_after)
+
+    def checkpoint(done: int) -> None:
+        if accelerator.is_main_process:
+            result.checkpoint = save_checkpoint(output_dir, done, transformer, optimizer, result, config,
+                                                config.keep_checkpoints, run)
 
     model.train()
     bar = tqdm(total=config.steps, initial=start, disable=not progress or not accelerator.is_main_process,
                desc="LoRA", unit="step")
-    for step in range(start, end):
-        batch, sigmas, noise = training_step_inputs(cache, config, step, accelerator.num_processes,
-                                                    accelerator.process_index)
-        dtype = next(model.parameters()).dtype
-        batch, sigmas, noise = batch.to(accelerator.device, dtype), sigmas.to(accelerator.device), noise.to(
-            accelerator.device, dtype)
-        per_sample = optimizer_step(model, parameters, optimizer, batch, sigmas, noise, config, accelerator)
-        loss = per_sample.mean()
-        result.history.append(dict(step=step + 1, loss=round(loss.item(), 6),
-                                   sigmas=[round(s, 4) for s in sigmas.tolist()],
-                                   losses=[round(v, 6) for v in per_sample.float().tolist()]))
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.4f}")
-        done = step + 1
-        if config.checkpoint_every and done % config.checkpoint_every == 0 and accelerator.is_main_process:
-            save_checkpoint(output_dir, done, transformer, optimizer, result, config, config.keep_checkpoints)
-        if evaluate is not None and config.eval_every and done % config.eval_every == 0 and done < config.steps:
+    done, updating = start, False
+    with finish_step_on_interrupt(accelerator.num_processes == 1) as stop:
+        try:
+            for step in range(start, end):
+                batch, sigmas, noise = training_step_inputs(cache, config, step, accelerator.num_processes,
+                                                            accelerator.process_index)
+                dtype = next(model.parameters()).dtype
+                batch, sigmas, noise = batch.to(accelerator.device, dtype), sigmas.to(accelerator.device), noise.to(
+                    accelerator.device, dtype)
+                updating = True
+                for group in optimizer.param_groups:
+                    group["lr"] = learning_rate_at(config, step)
+                per_sample = optimizer_step(model, parameters, optimizer, batch, sigmas, noise, config, accelerator)
+                loss = per_sample.mean()
+                result.history.append(dict(step=step + 1, loss=round(loss.item(), 6),
+                                           sigmas=[round(s, 4) for s in sigmas.tolist()],
+                                           losses=[round(v, 6) for v in per_sample.float().tolist()]))
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss.item():.4f}")
+                done, updating = step + 1, False
+                if config.checkpoint_every and done % config.checkpoint_every == 0 and done < config.steps:
+                    checkpoint(done)
+                if evaluate is not None and config.eval_every and done % config.eval_every == 0 and done < config.steps:
+                    model.eval()
+                    result.evaluations.append(dict(step=done, **evaluate(pipe, done)))
+                    model.train()
+                if stop["requested"] and done < config.steps:
+                    raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            bar.close()
             model.eval()
-            result.evaluations.append(dict(step=done, **evaluate(pipe, done)))
-            model.train()
+            result.interrupted = True
+            if done > start and not updating:
+                checkpoint(done)
+            else:  # nothing new, or stopped inside an update (weights may be half-updated): keep the last one
+                found = checkpoints(output_dir, run) or ([resume_from] if resume_from else [])
+                result.checkpoint = found[-1] if found else None
+            print(f"LoRA training interrupted after step {done} of {config.steps}; "
+                  f"checkpoint: {result.checkpoint or 'none yet'}", file=sys.stderr)
+            return result
     bar.close()
     model.eval()
     if end < config.steps:
         result.interrupted = True
         return result
     if accelerator.is_main_process:
-        save_checkpoint(output_dir, config.steps, transformer, optimizer, result, config, config.keep_checkpoints)
-        FluxKontextPipeline.save_lora_weights(output_dir, transformer_lora_layers=get_peft_model_state_dict(
-            accelerator.unwrap_model(model)), safe_serialization=True)
-        (output_dir / "train_config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
+        checkpoint(config.steps)
+        unwrapped = accelerator.unwrap_model(model)
+        FluxKontextPipeline.save_lora_weights(output_dir, transformer_lora_layers=get_peft_model_state_dict(unwrapped),
+                                              transformer_lora_adapter_metadata=lora_metadata(unwrapped),
+                                              safe_serialization=True)
+        (output_dir / CONFIG_FILE).write_text(json.dumps(dataclasses.asdict(config), indent=2))
     if evaluate is not None:
         result.evaluations.append(dict(step=config.steps, **evaluate(pipe, config.steps)))
     return result

@@ -33,9 +33,13 @@ device = kt.setup()
 # ## Theory
 #
 # **Kontext is FLUX.1 [dev] with a second image in the sequence.** FLUX.1 is a
-# *rectified-flow transformer*: it works on the latents of a VAE, cut into tokens, and
-# learns the velocity that carries noise to an image along a straight line. Kontext
-# (Black Forest Labs, 2025) keeps that transformer unchanged and adds *context*: the VAE
+# *rectified-flow transformer*: it works on the latents of a VAE, cut into tokens. Training
+# places each noisy latent on a straight line between an image (σ = 0) and pure noise
+# (σ = 1), and the transformer learns the velocity along that line, v = noise − image: it
+# points from the image towards the noise. Sampling runs the line backwards, from σ = 1
+# down to 0, so each step moves *against* v. Kontext (Black Forest Labs, 2025) keeps FLUX.1's
+# architecture unchanged (the same transformer class at the same size; its weights were
+# trained further, on editing pairs) and adds *context*: the VAE
 # tokens of the image to edit are appended to the noisy tokens of the image being made,
 # with position ids that mark them as a second "frame". Attention then lets every new
 # token look at the old image, at the same time as it looks at the prompt. There is no
@@ -176,8 +180,9 @@ print(series.series_map())
 # - An edit is: preprocess → encode the prompt twice (CLIP pooled, T5 sequence) → VAE-encode
 #   the condition image → pack 2×2 patches into tokens with 3-axis position ids → shift a
 #   schedule by image size → loop the transformer with Euler steps → unpack and decode.
-# - Kontext's only change to FLUX.1 is at the input: context tokens appended after the
-#   target tokens, marked by a first position coordinate of 1.
+# - Kontext's only change to FLUX.1's architecture is at the input: context tokens appended
+#   after the target tokens, marked by a first position coordinate of 1. The weights are not
+#   FLUX.1's: they were trained further on editing pairs.
 # - At 1024² the transformer handles 8192 image tokens and 512 text tokens per step, with
 #   11.9 B parameters; the miniature has the same shapes at a tiny scale.
 #

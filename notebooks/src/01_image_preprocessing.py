@@ -81,7 +81,9 @@ print(type(pipe).__name__, "| image processor:", type(pipe.image_processor).__na
 # - *"The output follows my input image."* Not in diffusers: an 832×1216 portrait gives a 1024×1024
 #   output (issue #11886). The model then composes a square picture, which looks like a crop but is not.
 # - *"height/width set the output size."* They set its shape; the area comes from `max_area`. Passing
-#   the preferred 672×1568 gives 656×1552, because 672 · 1568 > 1024² (issue #11942). Lowering
+#   the preferred 672×1568 (`height=1568, width=672`) gives 656×1552 (issue #11942): the area is first
+#   rescaled to `max_area`, W = round(√(1024² · 672/1568)) = 670, and flooring to 16 then makes it 656.
+#   The rescale moves sizes under 1024² too: 832×1216 comes back as 832×1232 (section 4). Lowering
 #   `max_area` to 768² with the default height/width gives a *square* 768×768 (issue #12406).
 # - *"The pipeline crops to the preferred resolution."* It stretches: the aspect ratio changes by up to
 #   about 8% inside the range of the list, much more for panoramas, and nothing is cut off.
@@ -367,7 +369,7 @@ assert matches == 12
 
 # %% [markdown]
 # And once end to end, without hooks: a full (one-step) edit at a small size returns a PIL image of
-# exactly the predicted size. The model is the random-weight miniature, so we look at the size only.
+# exactly the predicted size. One denoising step says nothing about the edit, so we look at the size only.
 
 # %%
 kwargs = dict(height=48, width=80, max_area=48 * 80, _auto_resize=False)
@@ -381,7 +383,10 @@ assert edited.size == predicted
 # ### 6. Sizes that are not multiples of 16
 # The pipeline floors silently: the condition image in `get_default_height_width`, the output after
 # the `max_area` rescale. `pp.fit_to_multiple` makes the choice explicit: by default it raises an
-# error that names both fixes, and `rounding="floor"` (the pipeline's choice) or `"nearest"` apply one.
+# error that names both fixes, and `rounding="floor"` or `"nearest"` apply one. Neither is what the
+# pipeline makes of `height=750, width=1000`: it rescales the area to `max_area` first and floors
+# after, so flooring alone is its answer only with `max_area=height*width`. The error says so, and
+# the last two lines ask the pipeline itself.
 
 # %%
 try:
@@ -391,12 +396,24 @@ except ValueError as error:
 print("floor  ", pp.fit_to_multiple(1000, 750, rounding="floor"))
 print("nearest", pp.fit_to_multiple(1000, 750, rounding="nearest"))
 print("fine   ", pp.fit_to_multiple(1024, 768))
+for label, extra in [("default max_area", {}), ("max_area=750*1000", dict(max_area=750 * 1000))]:
+    made = pp.observe_pipeline_sizes(pipe, Image.new("RGB", (64, 64)), height=750, width=1000, **extra).output
+    assert made == pp.output_size(height=750, width=1000, **extra)
+    print(f"pipeline, height=750, width=1000, {label}: {made}")
 
 # %% [markdown]
 # Bad arguments get the same treatment in `plan_sizes`, where the pipeline would fail late or
-# misread them (`height=0` silently means 1024; a side under 16 px floors to 0 and divides by zero):
+# misread them: `height=0` silently means 1024; a condition image under 16 px *high* floors to
+# height 0 and divides by zero (`aspect_ratio = width / height`), while one under 16 px *wide*
+# runs, with an aspect ratio of 0, and is stretched to the tallest preferred resolution. Both,
+# from the pipeline, then from `plan_sizes`:
 
 # %%
+for thin in [(12, 400), (400, 12)]:
+    try:
+        print(f"pipeline, a {Size(*thin)} image: condition {pp.observe_pipeline_sizes(pipe, Image.new('RGB', thin)).condition}")
+    except ZeroDivisionError as error:
+        print(f"pipeline, a {Size(*thin)} image: ZeroDivisionError: {error}")
 bad_calls = {"plan_sizes((12, 400))": lambda: pp.plan_sizes((12, 400)),
              "plan_sizes((640, 360), height=0)": lambda: pp.plan_sizes((640, 360), height=0),
              "plan_sizes((640, 360), max_area=100)": lambda: pp.plan_sizes((640, 360), max_area=100)}
@@ -517,11 +534,13 @@ def show_plan_in_widget(image_width, image_height, height, width, max_area_side,
     plan_picture.value = figure_png(figure) if figure is not None else b""
 
 
+label = {"style": {"description_width": "initial"}}  # show the whole argument name, not "image_wi…"
 controls = widgets.interactive(
     show_plan_in_widget,
-    image_width=widgets.IntSlider(1600, 16, 4096, 16), image_height=widgets.IntSlider(1200, 16, 4096, 16),
-    height=widgets.IntSlider(0, 0, 2048, 16), width=widgets.IntSlider(0, 0, 2048, 16),
-    max_area_side=widgets.IntSlider(1024, 256, 2048, 16), auto_resize=True)
+    image_width=widgets.IntSlider(1600, 16, 4096, 16, **label),
+    image_height=widgets.IntSlider(1200, 16, 4096, 16, **label),
+    height=widgets.IntSlider(0, 0, 2048, 16, **label), width=widgets.IntSlider(0, 0, 2048, 16, **label),
+    max_area_side=widgets.IntSlider(1024, 256, 2048, 16, **label), auto_resize=True)
 widgets.VBox([controls, plan_text, plan_picture])
 
 # %% [markdown]

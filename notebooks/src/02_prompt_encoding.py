@@ -68,8 +68,8 @@ device = kt.setup()
 # ## Practice
 #
 # ### 1. The whole step first
-# The embedded miniature uses the same classes as FLUX.1-Kontext-dev at tiny widths (CLIP
-# and T5 states of 64 numbers instead of 768 and 4096). Its CLIP tokenizer has OpenAI's real
+# The embedded miniature uses the same classes as FLUX.1-Kontext-dev at tiny widths (the
+# widths of its CLIP and T5 states are printed below, next to FLUX's). Its CLIP tokenizer has OpenAI's real
 # BPE vocabulary, so its CLIP tokens are FLUX's; its T5 tokenizer is a small sentencepiece
 # model with T5's id layout (pad 0, end 1, unknown 2), trained on the series' own prompts, so
 # it splits words more finely than the real T5 tokenizer and knows fewer characters.
@@ -89,6 +89,8 @@ with torch.no_grad():
 print("prompt_embeds (T5)       ", tuple(prompt_embeds.shape))
 print("pooled_prompt_embeds     ", tuple(pooled_prompt_embeds.shape))
 print("text_ids                 ", tuple(text_ids.shape), "all zero:", not text_ids.any().item())
+print(f"state widths: CLIP {pipe.text_encoder.config.hidden_size}, T5 {pipe.text_encoder_2.config.d_model} "
+      f"(FLUX.1-Kontext-dev: CLIP {full_size.CLIP_TEXT['hidden_size']}, T5 {full_size.T5_ENCODER['d_model']})")
 
 # %% [markdown]
 # ### 2. Tokens: two vocabularies, two lengths
@@ -128,10 +130,10 @@ plt.show()
 # %%
 with torch.no_grad():
     clip_out = pipe.text_encoder(clip_ids, output_hidden_states=True)
-last_layer = clip_out.hidden_states[-1]  # [1, 77, 64]: after the last layer, before the final LayerNorm
-normed = pipe.text_encoder.final_layer_norm(last_layer)  # [1, 77, 64]
+last_layer = clip_out.hidden_states[-1]  # [1, 77, D]: after the last layer, before the final LayerNorm
+normed = pipe.text_encoder.final_layer_norm(last_layer)  # [1, 77, D]
 position = pe.pooled_positions(clip_ids, pipe.tokenizer.eos_token_id)  # [1]
-ours = normed[torch.arange(1), position]  # [1, 64]
+ours = normed[torch.arange(1), position]  # [1, D]
 print("pooled position:", position.tolist(), "=", pipe.tokenizer.convert_ids_to_tokens([clip_ids[0, position].item()]))
 
 kt.compare("pooled vs pooler_output", ours, clip_out.pooler_output)
@@ -166,7 +168,7 @@ plt.show()
 # %%
 unpadded = pipe.tokenizer([PROMPT], return_tensors="pt").input_ids  # [1, 12]: no padding at all
 with torch.no_grad():
-    pooled_unpadded = pipe.text_encoder(unpadded).last_hidden_state[:, -1]  # [1, 64]
+    pooled_unpadded = pipe.text_encoder(unpadded).last_hidden_state[:, -1]  # [1, D]
 _ = kt.compare("CLIP pooled, no padding", pooled_unpadded, pooled_prompt_embeds)
 
 # %% [markdown]
@@ -178,19 +180,20 @@ _ = kt.compare("CLIP pooled, no padding", pooled_unpadded, pooled_prompt_embeds)
 # against the pipeline's `prompt_embeds`.
 
 # %%
-states = pe.t5_states(pipe.text_encoder_2, t5_ids)  # [1, 512, 64], every state kept
+states = pe.t5_states(pipe.text_encoder_2, t5_ids)  # [1, 512, D], every state kept
 _ = kt.compare("T5 states vs encode_prompt", states, prompt_embeds)
 
 # %%
 SHORT_LENGTH, OTHER = 40, "remove the square"
 n_t5, n_other = (len(pipe.tokenizer_2(p).input_ids) for p in (PROMPT, OTHER))  # prompt pieces + </s>
 states_40, other_40 = (pe.t5_states(pipe.text_encoder_2, pe.t5_token_ids(pipe.tokenizer_2, [p], SHORT_LENGTH))[0]
-                       for p in (PROMPT, OTHER))  # [40, 64] each
+                       for p in (PROMPT, OTHER))  # [40, D] each
 shared = slice(max(n_t5, n_other), SHORT_LENGTH)  # positions where both hold <pad>
 pad_change = (states_40[shared] - other_40[shared]).norm(dim=-1) / states_40[shared].norm(dim=-1)
-norms = states_40.norm(dim=-1)  # [40]
-print(f"{SHORT_LENGTH - n_t5} padding states; smallest norm {norms[n_t5:].min().item():.2f} "
-      f"(the prompt's own states: mean norm {norms[:n_t5].mean().item():.2f})")
+pads = states_40[n_t5:]  # [40 - n_t5, D]: this prompt's padding states
+within = (pads - pads.mean(dim=0)).norm(dim=-1) / pads.norm(dim=-1)  # how far each pad is from their mean
+print(f"{SHORT_LENGTH - n_t5} padding states after {PROMPT!r}: they differ from their own mean by "
+      f"{within.min().item():.0%} to {within.max().item():.0%} of their norm (relative positions only)")
 print(f"the same <pad> ids at the same positions after {OTHER!r}: states differ by "
       f"{pad_change.min().item():.0%} to {pad_change.max().item():.0%} of their norm")
 
@@ -206,7 +209,8 @@ for ax, (values, title) in zip(axes, panels):
 axes[1].axvline(n_other - 0.5, color="black", lw=1, ls="--")
 axes[1].set_xlabel(f"position in the T5 sequence (padded to {SHORT_LENGTH}); lines: where each prompt's padding starts")
 fig.colorbar(image, ax=axes, fraction=0.025)
-fig.suptitle("T5 states, padding included (64 features in the miniature, 4096 in FLUX)", fontsize=10)
+fig.suptitle(f"T5 states, padding included ({states_40.shape[1]} features here, "
+             f"{full_size.T5_ENCODER['d_model']} in FLUX)", fontsize=10)
 plt.show()
 
 # %% [markdown]
@@ -306,11 +310,13 @@ from diffusers.models.embeddings import apply_rotary_emb
 from diffusers.models.transformers.transformer_flux import FluxPosEmbed
 
 rope = FluxPosEmbed(theta=10000, axes_dim=list(pipe.transformer.config.axes_dims_rope))
-cos, sin = rope(text_ids)  # [512, 16] each: one column per feature of a 16-wide attention head
-print("text ids -> cos all 1:", bool((cos == 1).all()), "| sin all 0:", bool((sin == 0).all()))
+head_dim = pipe.transformer.config.attention_head_dim  # = sum(axes_dims_rope)
+cos, sin = rope(text_ids)  # [512, head_dim] each: one column per feature of an attention head
+print(f"text ids -> cos all 1: {bool((cos == 1).all())} | sin all 0: {bool((sin == 0).all())} "
+      f"| {tuple(cos.shape)}: one column per feature of a {head_dim}-wide head")
 
 generator = torch.Generator().manual_seed(0)
-query, key = torch.randn(2, 1, 1, 1, 16, generator=generator)  # one head: [B=1, S=1, H=1, 16]
+query, key = torch.randn(2, 1, 1, 1, head_dim, generator=generator)  # one head: [B=1, S=1, H=1, head_dim]
 text_query = apply_rotary_emb(query, rope(torch.zeros(1, 3)), sequence_dim=1)  # unchanged
 for row, col in [(0, 0), (0, 3), (3, 0), (3, 3)]:
     image_key = apply_rotary_emb(key, rope(torch.tensor([[0.0, row, col]])), sequence_dim=1)
@@ -416,7 +422,8 @@ def show_prompt(prompt, max_sequence_length):
 
 
 _ = widgets.interact(show_prompt, prompt=widgets.Text(value=PROMPT, layout=widgets.Layout(width="90%")),
-                     max_sequence_length=widgets.IntSlider(min=16, max=512, step=16, value=64))
+                     max_sequence_length=widgets.IntSlider(min=16, max=512, step=16, value=64,
+                                                           style={"description_width": "initial"}))
 display(report_view)
 
 # %% [markdown]

@@ -25,13 +25,16 @@
 # - PyTorch tensors and shapes; a normal distribution N(μ, σ²). The VAE is recapped below.
 
 # %%
+import kontext_teach as kt
+
+device = kt.setup()  # first: it silences the libraries before diffusers' pipelines are imported
+
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from diffusers import AutoencoderKL
 
-import kontext_teach as kt
 from kontext_teach.anatomy import full_size
 from kontext_teach.lab.harness import figure_png
 from kontext_teach.packing import pack_latents, unpack_latents
@@ -42,7 +45,6 @@ from kontext_teach.vae_latents import (VIEWS, decode_image_latents, draw_shapes_
                                        split_moments, to_pixels, to_unit_range, unscale_latents, vae_scale_factor)
 
 torch.set_grad_enabled(False)  # inference only: no autograd graphs
-device = kt.setup()
 
 # %% [markdown]
 # ## Theory
@@ -204,9 +206,9 @@ print("same seed, sample() identical:  ",
 # **How big is the noise?** Compare the posterior's σ with the spread of the means across
 # latent pixels: if σ is a small fraction of that spread, a sample is the mode plus a little
 # grain; if it is comparable, a sample is a different latent. The numbers below are measured
-# on whichever VAE is loaded. The embedded miniature ships stand-in weights (see
-# `kt.load_pipeline`), so its ratio tells you about the miniature, not about FLUX; run this
-# cell on FLUX.1-Kontext-dev to measure the real one.
+# on whichever VAE is loaded. The embedded miniature's VAE was trained on the flat shapes
+# of the toy world only (appendix A1), so its ratio tells you about the miniature, not about
+# FLUX; run this cell on FLUX.1-Kontext-dev to measure the real one.
 
 # %%
 spread = posterior_spread(posterior)
@@ -230,9 +232,44 @@ for ax, values, title in zip(axes, maps, titles):
 bins = np.linspace(-4, 4, 81)
 axes[4].hist(posterior.mean.flatten().numpy(), bins=bins, alpha=0.6, label="means μ")
 axes[4].hist(posterior.std.flatten().numpy(), bins=bins, alpha=0.6, label="std σ")
-axes[4].set_title("all 16 channels", fontsize=9)
+axes[4].set_title(f"all {vae.config.latent_channels} channels", fontsize=9)
 axes[4].legend(fontsize=8)
 plt.show()
+
+# %% [markdown]
+# **What the choice does to an edit.** The ratio is about latents; what a user sees is the
+# edited image. The pipeline also accepts latents instead of a picture (a tensor with
+# `latent_channels` channels skips its VAE encoding), so we can run one edit of the toy world
+# twice from the same starting noise: with the mode, as the pipeline does, and with a sample.
+# First a check that handing over the scaled mode is the same as handing over the picture.
+
+# %%
+from kontext_teach.toy import edit_metric, toy_world
+
+pair = toy_world.make_pair(toy_world.HELDOUT_SEEDS.start + 1, "recolour_one")
+side = pair.source.size[0]
+source = pipe.image_processor.preprocess(pair.source, side, side)  # [1, 3, 64, 64]
+condition_latents = {"mode()": encode_image_latents(vae, source),
+                     "sample(), seed 0": encode_image_latents(vae, source, sample=True,
+                                                              generator=torch.Generator().manual_seed(0))}
+edit_call = dict(prompt=pair.instruction, height=side, width=side, max_area=side * side, _auto_resize=False,
+                 num_inference_steps=28, guidance_scale=2.5, max_sequence_length=edit_metric.TEXT_LENGTH,
+                 output_type="pt")
+edited = {name: pipe(image=latents_in, generator=torch.Generator().manual_seed(0), **edit_call).images
+          for name, latents_in in condition_latents.items()}  # [1, 3, 64, 64] each, in [0, 1]
+from_picture = pipe(image=pair.source, generator=torch.Generator().manual_seed(0), **edit_call).images
+kt.compare("edit from the picture vs from mode() latents", from_picture, edited["mode()"])
+source_pixels = to_unit_range(source)
+print(f"instruction: {pair.instruction!r}")
+print(f"mean |edited - source| per pixel, the edit itself:  {(edited['mode()'] - source_pixels).abs().mean().item():.4f}")
+print(f"mean |mode edit - sample edit| per pixel:            "
+      f"{(edited['mode()'] - edited['sample(), seed 0']).abs().mean().item():.4f}")
+
+# %% [markdown]
+# Read the two numbers together: if the second is small next to the first, mode or sample
+# hardly changes the edit on this VAE; if it is comparable, the choice is part of the result.
+# The pipeline's `mode()` removes the question, and keeps the same picture giving the same
+# condition tokens.
 
 # %% [markdown]
 # ### 5. Shift and scale, and the pipeline's image latents
@@ -244,38 +281,50 @@ plt.show()
 
 # %%
 shift, scale = vae.config.shift_factor, vae.config.scaling_factor
-print(f"shift_factor {shift}, scaling_factor {scale}")
+flux_shift, flux_scale = full_size.VAE["shift_factor"], full_size.VAE["scaling_factor"]
+print(f"loaded VAE: shift_factor {shift}, scaling_factor {scale} | FLUX.1: shift_factor {flux_shift}, "
+      f"scaling_factor {flux_scale}")
 latents = scale_latents(posterior.mode(), shift, scale)  # [1, 16, 16, 24]
 print("image latents", tuple(latents.shape), "-> packed", tuple(pack_latents(latents).shape))
 
-_, image_latents, _, _ = pipe.prepare_latents(image=image, batch_size=1, num_channels_latents=16, height=height,
+channels = vae.config.latent_channels
+_, image_latents, _, _ = pipe.prepare_latents(image=image, batch_size=1, num_channels_latents=channels, height=height,
                                               width=width, dtype=torch.float32, device="cpu",
                                               generator=torch.Generator().manual_seed(0))  # [1, 96, 64]
 kt.compare("packed image latents", pack_latents(latents), image_latents)
 kt.compare("unpacked image latents", latents, unpack_latents(image_latents, height // 8, width // 8))
 
 batch = pipe.image_processor.preprocess([draw_shapes_image(96, 160, seed=s) for s in (1, 2)], 160, 96)
-_, batch_latents, _, _ = pipe.prepare_latents(image=batch, batch_size=2, num_channels_latents=16, height=160,
+_, batch_latents, _, _ = pipe.prepare_latents(image=batch, batch_size=2, num_channels_latents=channels, height=160,
                                               width=96, dtype=torch.float32, device="cpu", generator=None)
 batch_check = kt.compare("batch of 2, 160x96", pack_latents(encode_image_latents(vae, batch)), batch_latents)
 
 # %% [markdown]
-# Where the scaled values land, next to the N(0, 1) noise they will be mixed with. With a
-# trained VAE and its own constants the two curves roughly agree; the miniature borrows
-# FLUX's constants (its config says so), so its histogram need not. Exercise 2 computes the
-# constants that would standardise a set of latents.
+# Where the scaled values land, next to the N(0, 1) noise they will be mixed with. The
+# miniature's constants were measured on its own latents when its VAE was trained
+# (`mini_training` picks the shift and scale that give them mean 0 and std 1), and they
+# came out close to 0 and 1 (printed above): on the left, scaling hardly moves the
+# histogram. FLUX's VAE needs a real correction. On the right, the same formula with FLUX's
+# constants, applied to these latents only to show what it does (shift by `shift_factor`,
+# shrink by `scaling_factor`); on FLUX's own latents it is what brings them to the noise's
+# scale. Exercise 2 computes the constants that would standardise a set of latents.
 
 # %%
-fig, ax = plt.subplots(figsize=(7, 3))
+flux_scaled = scale_latents(posterior.mode(), flux_shift, flux_scale)
+fig, axes = plt.subplots(1, 2, figsize=(12, 3), sharey=True)
 bins = np.linspace(-5, 5, 101)
-ax.hist(posterior.mode().flatten().numpy(), bins=bins, density=True, alpha=0.5, label="raw mode z")
-ax.hist(latents.flatten().numpy(), bins=bins, density=True, alpha=0.5, label="(z - shift) * scale")
-ax.plot(bins, np.exp(-bins**2 / 2) / np.sqrt(2 * np.pi), color="black", lw=1.2, label="N(0, 1) noise")
-ax.set_xlabel("latent value")
-ax.legend(fontsize=8)
+panels = [(latents, f"(z - {shift}) * {scale}: the loaded VAE's constants"),
+          (flux_scaled, f"(z - {flux_shift}) * {flux_scale}: FLUX's constants")]
+for ax, (scaled, label) in zip(axes, panels):
+    ax.hist(posterior.mode().flatten().numpy(), bins=bins, density=True, alpha=0.5, label="raw mode z")
+    ax.hist(scaled.flatten().numpy(), bins=bins, density=True, alpha=0.5, label=label)
+    ax.plot(bins, np.exp(-bins**2 / 2) / np.sqrt(2 * np.pi), color="black", lw=1.2, label="N(0, 1) noise")
+    ax.set_xlabel("latent value")
+    ax.legend(fontsize=8)
 plt.show()
-print(f"raw:    mean {posterior.mode().mean().item():+.2f}, std {posterior.mode().std().item():.2f}")
-print(f"scaled: mean {latents.mean().item():+.2f}, std {latents.std().item():.2f}")
+for name, values in [("raw", posterior.mode()), ("scaled, own constants", latents),
+                     ("scaled, FLUX's constants", flux_scaled)]:
+    print(f"{name:<26} mean {values.mean().item():+.2f}, std {values.std().item():.2f}")
 
 # %% [markdown]
 # ### 6. The way back: unscale, decode
@@ -302,7 +351,10 @@ decode_check = kt.compare("decoded pipeline latents", ours, final_image)
 # The round trip as pictures: the input, the decoded mode, the decoded sample, and where
 # they differ. How close the reconstruction is depends only on how well the VAE was trained
 # (FLUX's reconstructs megapixel photos with fine detail); the arithmetic checked above does
-# not depend on the weights at all.
+# not depend on the weights at all. This picture is not from the toy world that the
+# miniature's VAE was trained on (other shapes, sizes and colours), so its error is that of a
+# scene outside the training data; the last line gives the error on a held-out toy-world scene
+# for comparison.
 
 # %%
 sample_trip = decode_image_latents(vae, encode_image_latents(vae, image, sample=True,
@@ -316,8 +368,10 @@ for ax, shown, title in zip(axes, [pixels[0], pixels[1], pixels[2], difference],
     ax.set_title(title, fontsize=9)
     ax.axis("off")
 plt.show()
+toy_round_trip = decode_image_latents(vae, encode_image_latents(vae, source))  # the toy-world source above
 print(f"mean squared error, input vs decode(mode), in [-1, 1] units: "
-      f"{(round_trip.clamp(-1, 1) - image).pow(2).mean().item():.3f}")
+      f"{(round_trip.clamp(-1, 1) - image).pow(2).mean().item():.3f} for this picture, "
+      f"{(toy_round_trip.clamp(-1, 1) - source).pow(2).mean().item():.3f} for the toy-world scene")
 
 # %% [markdown]
 # ### 7. Explore the channels
@@ -341,7 +395,7 @@ def show_channel(channel=0, view="mode", seed=0):
     channel_picture.value = figure_png(plot_channel_view(posterior, channel, view, seed))
 
 
-explorer = widgets.interactive(show_channel, channel=widgets.IntSlider(value=0, min=0, max=15),
+explorer = widgets.interactive(show_channel, channel=widgets.IntSlider(value=0, min=0, max=vae.config.latent_channels - 1),
                                view=widgets.ToggleButtons(options=VIEWS), seed=widgets.IntSlider(value=0, min=0, max=9))
 widgets.VBox([explorer, channel_picture])
 

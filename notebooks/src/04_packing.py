@@ -39,6 +39,7 @@ import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
 from diffusers.pipelines.flux.pipeline_flux_kontext import PREFERRED_KONTEXT_RESOLUTIONS
+from PIL import Image
 
 from kontext_teach.anatomy import full_size
 from kontext_teach.anatomy.sequence_costs import (describe_resolution, draw_flops, draw_sequence_costs,
@@ -47,7 +48,7 @@ from kontext_teach.anatomy.sequence_costs import (describe_resolution, draw_flop
 from kontext_teach.packing import (draw_feature_maps, draw_packing, latent_size, pack_latents,
                                    pack_with_pixel_unshuffle, patch_embed_as_conv, token_feature_sources,
                                    unpack_latents)
-from kontext_teach.preprocessing import output_size
+from kontext_teach.preprocessing import observe_pipeline_sizes, output_size
 
 pipe = kt.load_pipeline()
 print("latent channels", pipe.vae.config.latent_channels, "| transformer in_channels",
@@ -311,12 +312,25 @@ except ValueError as error:
     print("pack_latents:", error)
 
 # %% [markdown]
-# For sizes the pipeline picks itself, it floors: a 1000×600 px request draws a 124×74 latent
-# (992×592 px). BFL's reference code rounds up instead (`2 * math.ceil(height / 16)` in
-# `get_noise`).
+# Sizes that are not multiples of 16 never reach packing from the pipeline either. Asked for
+# `height=1000, width=600`, `__call__` first rescales the area to `max_area` (1024² by
+# default) and only then floors both sides to 16; flooring alone (`latent_size`) is what
+# happens only with `max_area=height * width`. Both, checked against the target tokens the
+# pipeline really made (`observe_pipeline_sizes` from notebook 01 reads them from the
+# position ids and stops before the first denoising step). BFL's `get_noise` would round up
+# instead (`2 * math.ceil(height / 16)`), but its Kontext path never hands it such a size:
+# `prepare_kontext` defaults the target to the resized condition image, and the command line
+# floors a requested size to 16 (`aspect_ratio_to_height_width`).
 
 # %%
-print("latent of 1000 x 600 px:", latent_size(1000, 600))
+probe = Image.new("RGB", (64, 64))
+for label, extra in [("default max_area", {}), ("max_area=height*width", dict(max_area=1000 * 600))]:
+    observed = observe_pipeline_sizes(pipe, probe, height=1000, width=600, _auto_resize=False, **extra).output
+    predicted = output_size(height=1000, width=600, **extra)
+    print(f"height=1000, width=600, {label:<22} -> pipeline output {observed} (predicted {predicted}), "
+          f"latent {latent_size(observed.height, observed.width)}")
+    assert observed == predicted
+print("flooring alone: latent of 1000 x 600 px:", latent_size(1000, 600))
 
 # %% [markdown]
 # ### 7. Token counts for the 17 preferred resolutions

@@ -14,7 +14,7 @@
 #   and check them against the pipeline's `prepare_latents` and `encode_prompt`
 # - compute FLUX's 3-axis RoPE from scratch (frequencies, interleaved cos/sin tables, the
 #   rotation of q and k) and check it against `FluxPosEmbed` and `apply_rotary_emb`, at full
-#   size, axes (16, 56, 56), and in the miniature, axes (4, 6, 6)
+#   size, axes (16, 56, 56), and in the miniature (its axes are printed below)
 # - show that a RoPE score depends only on position differences, and why text tokens, at
 #   angle 0, still see where an image token is
 # - say what the context offset changes, and what it does not, measured in the embedded transformer
@@ -45,7 +45,8 @@ from kontext_teach.lab.harness import figure_png
 
 pipe = kt.load_pipeline()
 FULL_AXES = full_size.TRANSFORMER["axes_dims_rope"]  # FLUX.1-Kontext-dev: (16, 56, 56)
-MINI_AXES = tuple(pipe.transformer.config.axes_dims_rope)  # the embedded miniature: (4, 6, 6)
+MINI_AXES = tuple(pipe.transformer.config.axes_dims_rope)  # the loaded model's (the embedded miniature's)
+MINI_LABEL = f"loaded model {MINI_AXES}"
 AXIS_NAMES = pid.ID_AXES  # ("virtual time", "row", "column")
 print("full-size axes", FULL_AXES, "sum", sum(FULL_AXES), "= head dim", full_size.TRANSFORMER["attention_head_dim"])
 print("miniature axes", MINI_AXES, "sum", sum(MINI_AXES), "= head dim", pipe.transformer.config.attention_head_dim)
@@ -69,8 +70,8 @@ print("miniature axes", MINI_AXES, "sum", sum(MINI_AXES), "= head dim", pipe.tra
 # ⟨R(p)q, R(s)k⟩ = ⟨q, R(s − p)k⟩: **the score depends on the offset s − p only**.
 #
 # **Three axes in FLUX.** A token's id is (t, row, col). The head dim is cut into three
-# slices, one per coordinate: FLUX.1 uses 16 + 56 + 56 = 128 channels, the miniature
-# 4 + 6 + 6 = 16. Each slice is a 1-D RoPE with its own frequencies θ<sup>−2j/d<sub>axis</sub></sup>.
+# slices, one per coordinate: FLUX.1 uses 16 + 56 + 56 = 128 channels; the miniature's
+# much narrower split is printed above. Each slice is a 1-D RoPE with its own frequencies θ<sup>−2j/d<sub>axis</sub></sup>.
 # The same rotation is used in every head and every block; it is applied to queries and keys
 # after their RMSNorm, over the joint sequence [text; image] (values are not rotated).
 #
@@ -202,15 +203,15 @@ print(f"full row axis: {quiet} of {len(row_omega)} pairs turn by less than 0.1 r
 
 # %% [markdown]
 # The spectrum: each axis starts again at ω = 1 and falls geometrically. Wide axes cover many
-# scales (56 channels: periods from 6 to 45,000 tokens); the miniature's 6-channel axes
-# have only three frequencies each. The slow pairs hardly turn across an image: they carry
+# scales (56 channels: periods from 6 to 45,000 tokens); the miniature's narrow axes have
+# only a few frequencies each (right). The slow pairs hardly turn across an image: they carry
 # almost no position, so the model keeps channels in which it can compare content wherever
 # the two tokens are.
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.4), gridspec_kw=dict(width_ratios=[3, 1.2]))
 colours = ["#7b3294", "#1b7837", "#2166ac"]
-for ax, (label, axes_dims) in zip(axes, [("FLUX.1 (16, 56, 56)", FULL_AXES), ("miniature (4, 6, 6)", MINI_AXES)]):
+for ax, (label, axes_dims) in zip(axes, [("FLUX.1 (16, 56, 56)", FULL_AXES), (MINI_LABEL, MINI_AXES)]):
     start = 0
     for axis_name, dim, colour in zip(AXIS_NAMES, axes_dims, colours):
         channels = start + np.arange(0, dim, 2)  # first channel of each pair
@@ -236,7 +237,7 @@ plt.show()
 
 # %%
 positions = torch.tensor([0.0, 1.0, 5.0, 63.0, 97.0])
-for dim in (16, 56, 4, 6):
+for dim in sorted(set(FULL_AXES + MINI_AXES)):
     cos, sin = get_1d_rotary_pos_embed(dim, positions, theta=10000, use_real=True, repeat_interleave_real=True,
                                        freqs_dtype=torch.float64)
     ours_cos, ours_sin = rope.rope_cos_sin(positions, dim)  # [5, dim] each
@@ -266,7 +267,7 @@ for label, axes_dims in [("full", FULL_AXES), ("mini", MINI_AXES)]:
 # %%
 short_ids = pid.transformer_ids(8, (8, 6), (8, 6))  # [8 + 48 + 48, 3]
 fig, axes = plt.subplots(1, 2, figsize=(11, 5), gridspec_kw=dict(width_ratios=[4, 1.4]))
-for ax, (label, axes_dims) in zip(axes, [("FLUX.1 axes (16, 56, 56)", FULL_AXES), ("miniature (4, 6, 6)", MINI_AXES)]):
+for ax, (label, axes_dims) in zip(axes, [("FLUX.1 axes (16, 56, 56)", FULL_AXES), (MINI_LABEL, MINI_AXES)]):
     cos, _ = rope.rope_tables(short_ids, axes_dims)  # [104, D]
     image = ax.imshow(cos, cmap="RdBu_r", vmin=-1, vmax=1, aspect="auto", interpolation="nearest")
     for boundary in np.cumsum(axes_dims)[:-1]:
@@ -340,7 +341,7 @@ for shift in [(1.0, 0.0, 0.0), (0.0, 17.0, -5.0), (3.0, 40.0, 63.0)]:
 # query and key (every pair equally weighted): their cosine similarity after rotation is the
 # mean of cos(ω<sub>j</sub>·Δ) over all pairs, `rope_similarity`, which we check against the
 # rotated dot product. Along the row axis it starts at 1 and falls off with the distance; the
-# fast pairs make it wiggle, and an axis with few channels (the miniature's 6) has little to
+# fast pairs make it wiggle, and an axis with few channels (the miniature's) has little to
 # average over, so it swings far below 0 and back. The markers at Δ = 0 show a target token and
 # its context twin (same cell, first coordinate 1 vs 0): RoPE alone makes them almost, but not
 # exactly, alike.
@@ -404,7 +405,7 @@ plt.show()
 # a tag that says "other image" whatever the two cells are.
 
 # %%
-HEADS = {"FLUX.1 (16, 56, 56)": FULL_AXES, "miniature (4, 6, 6)": MINI_AXES}
+HEADS = {"FLUX.1 (16, 56, 56)": FULL_AXES, MINI_LABEL: MINI_AXES}
 MAP_GRID = (32, 32)
 
 
@@ -462,8 +463,8 @@ for label, axes_dims in [("full", FULL_AXES), ("mini", MINI_AXES)]:
           f"({len(changed)} of {sum(axes_dims)})\n  turn per pair (degrees): {turn}\n  twin similarity {twin:.4f}")
 
 # %% [markdown]
-# **In the embedded transformer.** Its weights are seeded random numbers for now, so what
-# follows measures a mechanism, not image quality. We build the inputs of one transformer
+# **In the embedded transformer.** Its weights were trained on the flat shapes of the toy
+# world only (appendix A1), so what follows measures a mechanism, not image quality. We build the inputs of one transformer
 # call with the pipeline's `encode_prompt` and `prepare_latents` (a 128×96 target and a
 # context of the same size, batch 2) and first check that the model computes exactly our
 # tables: a forward hook on `transformer.pos_embed` records them.
@@ -499,8 +500,9 @@ change = rope.relative_change(out_offset0[:, :n_target], out_offset1[:, :n_targe
 print(f"target prediction, offset 0 vs offset 1: relative change {change:.2e}")
 
 # %% [markdown]
-# How large these changes are belongs to the weights, and these are random: read them as
-# "not zero", not as "how much". A trained model learns how strongly to use the tag.
+# How large these changes are belongs to the weights, here the miniature's, trained on a toy
+# world only: read them as "not zero", not as "how much". FLUX.1-Kontext-dev learned from
+# real edits how strongly to use the tag.
 #
 # **In the attention scores.** A recorder hooks the first double-stream block's public
 # submodules (`norm_q`, `norm_k`, `norm_added_q`, …) to catch q and k just before RoPE. Our

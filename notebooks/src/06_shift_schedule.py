@@ -28,7 +28,9 @@
 # - a little probability: a density, its histogram, a quantile
 
 # %%
-import kontext_teach as kt  # first: it imports diffusers' Flux pipelines without a torchvision notice on stderr
+import kontext_teach as kt
+
+device = kt.setup()  # first: it silences the libraries before diffusers' Flux pipelines are imported
 
 import math
 
@@ -45,8 +47,7 @@ from kontext_teach import schedule as sched
 from kontext_teach.training import timestep_sampling as ts
 from kontext_teach.anatomy.full_size import full_size_scheduler
 from kontext_teach.lab.harness import figure_png
-
-device = kt.setup()
+from kontext_teach.preprocessing import observe_pipeline_sizes
 
 # %% [markdown]
 # ## Theory
@@ -387,21 +388,28 @@ def show_schedule_in_widget(height=1024, width=1024, num_steps=28):
     schedule_picture.value = figure_png(sched.draw_schedule(sched.schedule_for_size(height, width, num_steps)))
 
 
-size_slider = dict(min=16, max=2048, step=16)
+size_slider = dict(min=16, max=2048, step=16, style={"description_width": "initial"})  # full labels
 controls = widgets.interactive(show_schedule_in_widget, height=widgets.IntSlider(value=1024, **size_slider),
                                width=widgets.IntSlider(value=1024, **size_slider),
-                               num_steps=widgets.IntSlider(value=28, min=1, max=50))
+                               num_steps=widgets.IntSlider(value=28, min=1, max=50,
+                                                           style={"description_width": "initial"}))
 widgets.VBox([controls, schedule_picture])
 
 # %% [markdown]
 # Try 512×512 against 1024×1024, or 28 against 30 steps. Sizes that are not multiples of 16
-# cannot occur: the pipeline floors them first, and `target_tokens` says so:
+# never reach the schedule from the pipeline: it first rescales height × width to `max_area`
+# (1024² by default) and then floors both sides to 16. `target_tokens` refuses them and names
+# the size the pipeline would really make; below, the pipeline itself, asked for the same size
+# (`observe_pipeline_sizes` from notebook 01 reads its target tokens and stops there):
 
 # %%
 try:
     sched.target_tokens(1000, 1000)
 except ValueError as error:
     print("ValueError:", error)
+made = observe_pipeline_sizes(pipe, Image.new("RGB", (64, 64)), height=1000, width=1000, _auto_resize=False).output
+print(f"the pipeline, asked for height=1000, width=1000: height={made.height}, width={made.width}, "
+      f"{sched.target_tokens(made.height, made.width)} target tokens")
 
 # %% [markdown]
 # ### 9. Training: where a LoRA run draws its noise levels

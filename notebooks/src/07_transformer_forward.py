@@ -52,8 +52,11 @@ pipe = kt.load_pipeline()
 reference = pipe.transformer  # diffusers' FluxTransformer2DModel: the embedded miniature
 config = T.TransformerConfig.from_diffusers(reference.config)
 full_config = T.TransformerConfig.from_diffusers(full_size.TRANSFORMER)
-print("miniature :", config)
+print("loaded    :", config)
 print("full size :", full_config)
+for label, c in (("loaded model", config), ("full size", full_config)):
+    print(f"{label:<12}: dim = {c.num_heads} heads x {c.head_dim} = {c.dim}, "
+          f"{c.num_double_blocks} double + {c.num_single_blocks} single blocks, RoPE axes {tuple(c.axes_dims_rope)}")
 
 # %% [markdown]
 # ## Theory
@@ -70,7 +73,7 @@ print("full size :", full_config)
 # | 38 single-stream blocks | `single_transformer_blocks` | one sequence [text; image] |
 # | output head on the image tokens | `norm_out`, `proj_out` (dim → 64) | [B, L<sub>i</sub>, 64] |
 #
-# dim = 24 heads × 128 = 3072 at full size (the miniature: 4 × 16 = 64). The pipeline keeps
+# dim = 24 heads × 128 = 3072 at full size (the loaded model's numbers are printed above). The pipeline keeps
 # the first L<sub>target</sub> outputs: the context tokens get a "velocity" too, which is thrown away.
 #
 # **AdaLN-Zero: how temb steers a block** (DiT, Peebles & Xie 2023). A linear layer turns
@@ -89,10 +92,11 @@ print("full size :", full_config)
 #
 # **The double-stream (MMDiT) block** (SD3, Esser et al. 2024). Text and image tokens keep
 # separate weights, everything per stream: modulation (`norm1_context` / `norm1`), q/k/v
-# projections (`add_q/k/v_proj` / `to_q/k/v`), output projections (`to_add_out` / `to_out.0`)
-# and MLPs (`ff_context` / `ff`). But there is **one** attention: the queries, keys and values of
-# both streams are concatenated to [text; image], RMS-normalised (q and k, per head) and
-# rotated by RoPE, and one softmax runs over all of them. Image tokens look at text tokens
+# projections (`add_q/k/v_proj` / `to_q/k/v`), RMSNorms of q and k (`norm_added_q/k` /
+# `norm_q/k`, per head, each stream with its own weights), output projections (`to_add_out` /
+# `to_out.0`) and MLPs (`ff_context` / `ff`). But there is **one** attention: after each stream's
+# q and k are RMS-normalised, the queries, keys and values of both streams are concatenated to
+# [text; image], rotated by RoPE, and one softmax runs over all of them. Image tokens look at text tokens
 # and at each other in the same softmax; text tokens look at the image, and the text stream
 # leaves every block changed.
 #
@@ -126,7 +130,8 @@ plt.show()
 # (noise tokens, VAE-encoded context tokens and both id sets). The target is 128×128 px,
 # 8×8 tokens; the condition image is 128 px wide and 96 px high, 6 rows × 8 columns of tokens.
 # We keep 16 T5 tokens instead of 512 so that the attention pictures stay readable; nothing in
-# the model depends on that number. The pipeline passes `timestep / 1000`, i.e. sigma.
+# the model depends on that number. The pipeline passes `timestep / 1000`, i.e. sigma (rounded in
+# the model's dtype: it casts the timestep to that dtype before dividing, notebook 08).
 
 # %%
 def condition_picture(width: int, height: int) -> Image.Image:
@@ -261,7 +266,7 @@ for ours_name, theirs_name in T.DoubleStreamBlock.diffusers_names().items():
 # %%
 with torch.no_grad():
     txt_tokens = reference.context_embedder(prompt_embeds)  # [1, 16, dim]
-    rope = rope_tables(torch.cat([txt_ids, inputs["img_ids"]]), config.axes_dims_rope)  # 2 x [128, 16]
+    rope = rope_tables(torch.cat([txt_ids, inputs["img_ids"]]), config.axes_dims_rope)  # 2 x [128, head_dim]
     double_block = T.DoubleStreamBlock(config)
     T.load_diffusers_weights(double_block, reference.transformer_blocks[0].state_dict())
     img_out, txt_out, block_probs = double_block(img_tokens, txt_tokens, temb, rope)
@@ -333,8 +338,9 @@ with torch.no_grad():
 ours = T.KontextTransformer.from_diffusers(reference)
 names = ours.diffusers_names()
 print(len(names), "parameters mapped, e.g.")
-for key in ["img_in.weight", "conditioning.pooled_in.fc1.weight", "double_blocks.1.txt_attn.q.weight",
-            "single_blocks.0.mlp_in.weight", "final.mod.weight"]:
+for key in ["img_in.weight", "conditioning.pooled_in.fc1.weight",
+            f"double_blocks.{config.num_double_blocks - 1}.txt_attn.q.weight", "single_blocks.0.mlp_in.weight",
+            "final.mod.weight"]:
     print(f"  {key:<36} <- {names[key]}")
 
 with torch.no_grad():
@@ -402,9 +408,10 @@ with torch.no_grad():
 # block, [B, heads, L, L] over [text; target; context]. For one **target** token (a row of the
 # matrix) `attention_maps` splits its row into the text tokens (bars, with the T5 pieces as
 # labels; padding tokens take part, FLUX passes no attention mask), the target grid and the
-# context grid (heat maps); the red square marks the query's own (row, col). The embedded
-# weights are random for now, so read the pictures as a way to inspect the mechanism: a trained
-# model's maps show where an edit instruction and the condition image are read.
+# context grid (heat maps); the red square marks the query's own (row, col). The miniature was
+# trained on the toy world's flat shapes only (appendix A1), and this picture and prompt are not
+# from that world, so read the maps as a way to inspect the mechanism: they show where this small
+# model looks, not where FLUX.1-Kontext-dev would.
 
 # %%
 with torch.no_grad():
@@ -453,7 +460,7 @@ def attention_figure(block: int = 0, head="mean", row: int = 3, col: int = 2):
     return axes[0].figure
 
 
-attention_figure(block=2, head=1, row=5, col=6)
+attention_figure(block=min(2, len(probs) - 1), head=min(1, config.num_heads - 1), row=5, col=6)
 plt.show()
 
 # %%
@@ -542,12 +549,16 @@ for name, breakdown in settings.items():
 # %% [markdown]
 # **Parameters are not FLOPs.** The AdaLN modulation Linears hold more than a quarter of the
 # weights but run once per sample, so they cost almost nothing; attention itself has no weights
-# but takes a third of the compute at 1024². For scale: `kontext-facts` reports 0.46 s for one
-# inference forward at 1024² in bf16 on an H200, about 165 TFLOPs / 0.46 s ≈ 360 TFLOP/s.
+# but takes a third of the compute at 1024². For scale: the README reports 0.46 s for one
+# inference forward at 1024² in bf16 on one H200 (random weights, torch 2.11, diffusers 0.42.1);
+# the rate that implies is printed below.
 
 # %%
 costs.plot_parameters_vs_flops(costs.parameters_by_category(full), costs.flops_by_category(kontext_1024))
 plt.show()
+H200_FORWARD_S = 0.46  # README: one 1024² Kontext forward, bf16, one H200
+print(f"{costs.total_flops(kontext_1024) / 1e12:.0f} TFLOPs / {H200_FORWARD_S} s = "
+      f"{costs.total_flops(kontext_1024) / H200_FORWARD_S / 1e12:.0f} TFLOP/s")
 for category, count in costs.parameters_by_category(full).items():
     print(f"{category:<24} {count:>15,} parameters")
 
@@ -569,12 +580,14 @@ print("attn.to_q layers:", sum(name.endswith(".attn.to_q") for name, _ in full.n
 #   sample. It enters only through AdaLN modulation (shift, scale, gate); with those weights
 #   zeroed, timestep and guidance have no effect at all.
 # - A double-stream block has separate weights per stream but **one joint attention** over
-#   [text; image] with QK RMSNorm and RoPE; the text stream is updated too. There is no
+#   [text; image]; q and k are RMS-normalised per stream before the concatenation, then rotated
+#   by RoPE; the text stream is updated too. There is no
 #   cross-attention anywhere in FLUX.
 # - A single-stream block runs attention and MLP in parallel on one sequence and merges them in
 #   one `proj_out`; the head `norm_out` chunks (scale, shift), BFL's (shift, scale).
 # - Our from-scratch `KontextTransformer` loads diffusers weights through an explicit name map
-#   and matches `FluxTransformer2DModel` to about 1e-6 in fp32 for every shape we tried.
+#   and matches `FluxTransformer2DModel` in fp32 for every shape we tried, within `kt.compare`'s
+#   tolerance (the largest differences are printed in §7).
 # - One 1024² Kontext step is about 165 TFLOPs: MLP ≈ 45 %, attention ≈ 32 %, projections ≈ 23 %;
 #   modulation holds 27 % of the 11.9 B parameters but almost no FLOPs.
 # - LoRA targets are the blocks' Linears: `attn.to_q/k/v`, `attn.to_out.0`, `attn.add_*_proj`,

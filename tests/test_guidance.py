@@ -1,0 +1,60 @@
+"""Guidance distillation: the CFG formula, the training phase, and the shipped student against its teacher."""
+
+import pytest
+import torch
+
+from kontext_teach.lab.loading import EMBEDDED_MODEL_DIR
+from kontext_teach.toy import guidance
+from kontext_teach.toy import mini_training as mt
+from kontext_teach.toy import toy_world as tw
+from kontext_teach.toy.edit_metric import TEXT_LENGTH
+
+# The student's velocity may miss the teacher's guided velocity by this share of its norm (measured on the
+# shipped weights over these pairs and noise levels; see STUDENT_MEASURED).
+STUDENT_TOLERANCE = 0.25
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_cfg_velocity_is_the_pipelines_true_cfg():
+    conditional, unconditional = torch.randn(3, 5, 64), torch.randn(3, 5, 64)
+    scale = torch.tensor([1.0, 2.5, 4.0])
+    expected = torch.stack([unconditional[i] + scale[i] * (conditional[i] - unconditional[i]) for i in range(3)])
+    torch.testing.assert_close(guidance.cfg_velocity(conditional, unconditional, scale), expected)
+    torch.testing.assert_close(guidance.cfg_velocity(conditional, unconditional, 1.0), conditional)
+
+
+def test_distillation_moves_the_student_towards_the_teachers_cfg(pipe):
+    """A few steps of the distillation phase on a frozen teacher lower the distillation loss."""
+    data = mt.prepare_data(pipe, pipe.vae, tw.make_pairs("train", 16), TEXT_LENGTH, torch.device("cpu"))
+    teacher = mt.copy.deepcopy(pipe.transformer).float()
+    recipe = mt.BatchRecipe(batch_size=8)
+    _, history = mt.distill_guidance(teacher, mt.copy.deepcopy(teacher), data, device=torch.device("cpu"),
+                                     recipe=recipe, lr=1e-3, warmup=1, steps=40, guidance_range=(3.0, 5.0),
+                                     show=False, log=lambda message: None)
+    assert history[-1]["loss"] < 0.7 * history[0]["loss"], history
+
+
+@pytest.mark.skipif(not guidance.has_teacher(EMBEDDED_MODEL_DIR), reason="this miniature ships no CFG teacher")
+@pytest.mark.parametrize("scale", [2.5, 4.0])
+def test_the_shipped_student_reproduces_its_teachers_cfg(pipe, scale):
+    teacher = guidance.teacher_pipeline(pipe, EMBEDDED_MODEL_DIR).transformer
+    pairs = tw.make_pairs("heldout", 16, start=70_000)
+    for sigma in (0.4, 0.8):
+        gap = guidance.distillation_gap(pipe.transformer, teacher, guidance.gap_inputs(pipe, pairs, sigma), scale)
+        assert gap["student_error"] <= STUDENT_TOLERANCE, gap
+        assert gap["student_error"] < 0.5 * gap["guidance_change"], gap  # far closer than ignoring g would be
+
+
+@pytest.mark.skipif(not guidance.has_teacher(EMBEDDED_MODEL_DIR), reason="this miniature ships no CFG teacher")
+def test_the_guidance_value_changes_the_edit(pipe):
+    pair = tw.make_pairs("heldout", 4, start=80_000)
+    low = guidance.guidance_curve(pipe, pair, [1.0], steps=8)[0]
+    high = guidance.guidance_curve(pipe, pair, [6.0], steps=8)[0]
+    assert abs(high["saturation"] - low["saturation"]) > 0.01 or abs(high["psnr"] - low["psnr"]) > 0.5
