@@ -36,7 +36,7 @@ def test_meets_issue_13s_bar(new, old, seconds, ok):
 
 
 def test_a_row_is_a_real_run(tmp_path):
-    recipe = lx.parse_recipe("live-cpu+steps=3+new_pairs=6")
+    recipe = lx.parse_recipe("live-cpu+steps=3+warmup_steps=1+new_pairs=6")
     row = {**lx.base_scores("everything_gold", 4), **lx.run_recipe("everything_gold", recipe, 4)}
     assert row["training_pairs"] == 6 + round(6 * recipe.replay / (1 - recipe.replay)) and row["steps"] == 3 and row["steps_per_second"] > 0
     assert 0 <= row["new_after"] <= 1 and row["new_vae_ceiling"] > 0

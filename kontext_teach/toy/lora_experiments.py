@@ -12,6 +12,7 @@ notebook 09 quotes; rerun it when the miniature's weights change.
 
 import argparse
 import dataclasses
+import datetime
 import json
 import pathlib
 import re
@@ -218,7 +219,9 @@ def main(argv=None) -> int:
         rows.append({**before[edit, recipe.trigger], **run_recipe(edit, recipe, args.eval_pairs, args.model, args.seed)})
         print(format_rows(rows[-1:]).splitlines()[-1], flush=True)
         if args.json:
-            pathlib.Path(args.json).write_text(json.dumps(rows, indent=1))
+            table = {"model": args.model or "the embedded miniature", "date": datetime.date.today().isoformat(),
+                     "threads": args.threads, "rows": rows}
+            pathlib.Path(args.json).write_text(json.dumps(table, indent=1))
     print(format_rows(rows))
     return 0
 

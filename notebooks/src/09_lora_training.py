@@ -293,7 +293,7 @@ kt.compare("trained vs loaded LoRA", fresh(**call, generator=torch.Generator().m
 # (seed, s), so a resumed run takes exactly the steps an uninterrupted one would have.
 
 # %%
-short = TrainConfig(**{**config.__dict__, "steps": 6, "checkpoint_every": 2})
+short = dataclasses.replace(config, steps=6, checkpoint_every=2, warmup_steps=2)
 straight = train_lora(kt.load_pipeline(), cache, short, workdir / "straight", progress=False)
 stopped = train_lora(kt.load_pipeline(), cache, short, workdir / "resumed", progress=False, stop_after=3)
 print("interrupted after 3 steps; checkpoints:", [path.name for path in checkpoints(workdir / "resumed")])
