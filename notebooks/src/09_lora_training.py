@@ -29,6 +29,7 @@ import torch
 
 import kontext_teach as kt
 from kontext_teach.anatomy import full_size
+from kontext_teach.lab import loading
 from kontext_teach.lab.loading import trained_text_length
 from kontext_teach.toy import edit_metric, lora_experiments, toy_world
 from kontext_teach.training import bench
@@ -223,9 +224,10 @@ print(f"{'new edit':<12}{before_new.row('model').edit_accuracy:>8.2f}{after_new.
 print(f"{'old edits':<12}{before_old.row('model').edit_accuracy:>8.2f}{after_old.row('model').edit_accuracy:>8.2f}")
 kept_share = after_old.row("model").edit_accuracy / max(before_old.row("model").edit_accuracy, 1e-9)
 print(f"the old edits keep {100 * kept_share:.0f} % of the base model's accuracy")
-assert before_new.row("model").edit_accuracy <= 0.1
-assert after_new.row("model").edit_accuracy >= 0.8
-assert kept_share >= 0.9
+if loading.resolve_source(None) is None:  # the targets hold the shipped miniature (another model only runs the cells)
+    assert before_new.row("model").edit_accuracy <= 0.1
+    assert after_new.row("model").edit_accuracy >= 0.8
+    assert kept_share >= 0.9
 
 # %%
 fig, axes = plt.subplots(4, 6, figsize=(10, 7.2))
