@@ -35,3 +35,12 @@ def pipe():
     from kontext_teach import load_pipeline
 
     return load_pipeline(device="cpu")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models train faster on one thread than on several (and do not fight other processes)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -15,12 +15,7 @@ STUDENT_TOLERANCE = 0.40  # |s_g - cfg_g| / |cfg_g|
 SHARE_OF_GUIDANCE = 0.8  # |s_g - cfg_g| / |cfg_g - c|: below 1 means closer than ignoring g would be
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def test_cfg_velocity_is_the_pipelines_true_cfg():

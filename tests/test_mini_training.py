@@ -25,13 +25,7 @@ def tiny_transformer(seed=0, text_dim=64, pooled_dim=64):
                                                           pooled_dim=pooled_dim))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models train faster on one thread than on several (and do not fight other processes)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
