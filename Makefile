@@ -61,7 +61,8 @@ train: setup
 ## make embedded: rebuild the miniature from scratch in one command, with the recipe of the shipped weights'
 ## last two runs (notebook A1): VAE, then the transformer as a CFG teacher (prompt dropout, 128/512-token steps,
 ## the binding families and the edited tokens stressed), then guidance distillation into the student; then the
-## report (evaluation.json). About 100 minutes on 2 CPU cores. On a GPU: MINI_ARGS="... --batch 256
+## report (evaluation.json); then the LoRAs that belong to those weights: the shipped flip LoRA and notebook 09's
+## experiment table. About 100 minutes on 2 CPU cores, and 40 more for the LoRAs. On a GPU: MINI_ARGS="... --batch 256
 ## --train-pairs 60000 --workers 4" with shorter budgets (scripts/gpu_session.sh).
 MINI_ARGS ?= --threads 2 --workers 2 --vae-minutes 6 --minutes 60 --train-pairs 20000 --batch 64 --lr 5e-4 \
 	--guidance-range 1 1 --prompt-dropout 0.1 --edit-weight 4 --family-weights 3,1,3,1 \
@@ -70,8 +71,9 @@ embedded: setup
 	$(PY) -m kontext_teach build-embedded --out build/mini-kontext-init
 	$(PY) -m kontext_teach mini-training --base build/mini-kontext-init --out build/mini-kontext $(MINI_ARGS)
 	$(PY) -m kontext_teach.toy.miniature_report build/mini-kontext --threads 2
-	cp kontext_teach/toy/embedded_model/lora_experiments.json build/mini-kontext/ 2>/dev/null || true
 	rm -rf kontext_teach/toy/embedded_model && cp -r build/mini-kontext kontext_teach/toy/embedded_model
+	$(PY) -m kontext_teach.toy.shipped_lora build --threads 1
+	$(PY) -m kontext_teach.toy.lora_experiments --threads 1 --json kontext_teach/toy/embedded_model/lora_experiments.json
 
 clean:
 	rm -rf build $(VENV)

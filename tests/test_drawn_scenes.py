@@ -42,3 +42,22 @@ def test_deterministic_and_unlike_the_training_generator(pairs):
 def test_instructions_use_the_toy_vocabulary(pairs):
     known = {line for family in ds.FAMILIES for line in toy_world.all_instructions(family)}
     assert {p.instruction for p in pairs} <= known
+
+
+def test_flip_draws_the_source_upside_down():
+    flips = ds.make_drawn_pairs(12, families=ds.LORA_FAMILIES)
+    for pair in flips:
+        source, target = np.asarray(pair.source, np.float32), np.asarray(pair.target, np.float32)
+        assert np.abs(target - source[::-1]).mean() < 1.0  # the same picture, turned over (up to rasterisation)
+        assert not np.array_equal(target, source)
+        assert pair.instruction in toy_world.all_instructions("flip_upside_down")
+    triangles = [(s, t) for p in flips for s, t in zip(p.source_scene.shapes, p.target_scene.shapes)
+                 if s.kind == "triangle"]
+    assert triangles and all(t.upside_down != s.upside_down for s, t in triangles)
+    assert ds.score_drawn([p.target for p in flips], flips)["overall"]["edit_accuracy"] == 1.0
+    assert ds.score_drawn([p.source for p in flips], flips)["overall"]["edit_accuracy"] == 0.0
+
+
+def test_unknown_families_are_refused_with_the_list():
+    with pytest.raises(ValueError, match="drawn scenes cover"):
+        ds.make_drawn_pair(0, "keep_only")

@@ -64,3 +64,19 @@ def test_the_kept_table_loads_and_formats():
     text = lx.format_rows(table["rows"])
     assert len(text.splitlines()) == len(table["rows"]) + 2
     assert {row["edit"] for row in table["rows"]} >= {"everything_gold", "flip_upside_down"}
+
+
+def test_best_runs_pick_the_highest_then_the_shortest():
+    rows = [dict(edit="a", recipe="r1", new_after=0.5, steps=100), dict(edit="a", recipe="r2", new_after=0.9, steps=900),
+            dict(edit="a", recipe="r3", new_after=0.9, steps=300), dict(edit="b", recipe="r1", new_after=0.0, steps=50)]
+    best = lx.best_runs(rows)
+    assert list(best) == ["a", "b"] and best["a"]["recipe"] == "r3" and best["b"]["recipe"] == "r1"
+    assert lx.find_row(rows, "a", "r2")["steps"] == 900 and lx.find_row(rows, "c", "r1") is None
+
+
+def test_the_kept_table_is_the_current_table_on_the_shipped_model():
+    table = lx.load_table()
+    assert table["model"] == "the embedded miniature"
+    assert [(row["edit"], row["recipe"]) for row in table["rows"]] == lx.TABLE
+    for edit, row in lx.best_runs(table["rows"]).items():
+        assert f"{edit:<18} best {row['new_after']:.2f}" in lx.format_best(table["rows"])

@@ -230,3 +230,26 @@ def test_a_phase_logs_twenty_times_by_steps():
         logged += clock.log_due()
     clock.close()
     assert (clock.step, logged) == (40, 20)
+
+
+# --- which tokens the loss stresses ----------------------------------------------------------
+
+def test_shape_tokens_cover_every_shape_of_source_and_target():
+    pair = next(p for p in tw.make_pairs("train", 20, ("remove",)))
+    grid = (4, 4)
+    shaped = mt.shape_tokens(pair, grid).reshape(grid)
+    for shape in pair.source_scene.shapes:  # also the removed one: its place must be painted over
+        row, col = int(shape.y // 16), int(shape.x // 16)
+        assert shaped[row, col], (shape, shaped)
+    empty = tw.EditPair(0, "mirror", "", pair.source, pair.source, tw.Scene(64, ()), tw.Scene(64, ()))
+    assert not mt.shape_tokens(empty, grid).any()
+
+
+def test_token_weights_add_the_edit_and_shape_weights(tiny_data):
+    batch = mt.Batch(index=torch.tensor([0, 3, 5]), prompt_rows=torch.tensor([0, 0, 0]), length=TEXT_LENGTH)
+    assert mt.token_weights(tiny_data, batch, 0.0, 0.0) is None
+    weights = mt.token_weights(tiny_data, batch, 4.0, 2.0)  # [3, Lt]
+    changed, shaped = tiny_data.changed[batch.index].float(), tiny_data.shaped[batch.index].float()
+    assert torch.equal(weights, 1 + 4 * changed + 2 * shaped)
+    assert torch.equal(mt.token_weights(tiny_data, batch, 4.0), 1 + 4 * changed)
+    assert 0 < shaped.mean() < 1 and tiny_data.shaped.shape == tiny_data.changed.shape

@@ -42,3 +42,27 @@ def test_the_installed_versions_are_the_pinned_ones():
 def test_setup_script_reads_the_torch_pin_from_pyproject():
     script = (ROOT / "scripts" / "setup.sh").read_text()
     assert "pyproject.toml" in script and not re.search(r"(?<![\w-])torch==\d", script)
+
+
+def test_the_wheel_ships_the_miniature_and_the_flip_lora(tmp_path):
+    """pip installs from a wheel: the weights, the records and the shipped LoRA must be in it (package-data)."""
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+
+    import pytest
+    pytest.importorskip("setuptools")
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        if (ROOT / name).is_file():
+            shutil.copy(ROOT / name, source / name)
+    shutil.copytree(ROOT / "kontext_teach", source / "kontext_teach", ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                    "-w", str(tmp_path / "wheel"), str(source)], check=True, capture_output=True)
+    names = set(zipfile.ZipFile(next((tmp_path / "wheel").glob("*.whl"))).namelist())
+    shipped = [path.relative_to(ROOT).as_posix() for folder in ("toy/embedded_model", "toy/embedded_loras")
+               for path in (ROOT / "kontext_teach" / folder).rglob("*") if path.is_file()
+               and "__pycache__" not in path.parts]
+    assert shipped and not [name for name in shipped if name not in names]

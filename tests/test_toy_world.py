@@ -207,3 +207,15 @@ def test_bad_input_says_what_to_do(call, message):
     with pytest.raises(ValueError, match=message):
         call()
 
+
+
+def test_radius_range_widens_the_sizes_and_keeps_the_default_scenes():
+    default = tw.make_pairs("train", 4, ("flip_upside_down",))
+    same = tw.make_pairs("train", 4, ("flip_upside_down",), radius_range=tw.RADIUS_RANGE)
+    assert [p.source_scene for p in default] == [p.source_scene for p in same]
+    wide = tw.make_pairs("train", 120, ("flip_upside_down",), radius_range=(0.07, 0.2))
+    radii = [s.radius / tw.IMAGE_SIZE for p in wide for s in p.source_scene.shapes]
+    assert 0.07 <= min(radii) < tw.RADIUS_RANGE[0] and tw.RADIUS_RANGE[1] < max(radii) <= 0.2
+    for bad in [(0.01, 0.1), (0.1, 0.3), (0.15, 0.1)]:
+        with pytest.raises(ValueError, match="radius_range"):
+            tw.make_pair(0, "mirror", radius_range=bad)

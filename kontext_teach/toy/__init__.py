@@ -13,6 +13,9 @@
 * ``miniature_report`` - measure a trained miniature; writes ``evaluation.json`` beside its weights
 * ``lora_experiments`` - which reserved edit a short LoRA run learns, with which recipe: the table
                        of notebook 09 (``python -m kontext_teach.toy.lora_experiments``)
+* ``shipped_lora``   - the flip LoRA that ships with the miniature: its recipe, the command that
+                       trains it, its measurements (``python -m kontext_teach.toy.shipped_lora build``)
+* ``embedded_loras/`` - that LoRA: ``flip_upside_down/`` in diffusers' format, with its training record
 * ``embedded_model/`` - the shipped, trained miniature: a diffusers ``FluxKontextPipeline`` folder
                        (the student in ``transformer/``, its CFG teacher in ``teacher_transformer/``)
 

@@ -29,7 +29,8 @@ SCALE = 4  # draw 4x larger, then box-filter down
 RADIUS_RANGE = (0.08, 0.22)  # fraction of the side; toy_world draws 0.11-0.17
 SHADE_JITTER = 20  # +- per RGB channel around the palette colour
 SAME_COLOUR_SHARE = 0.4  # share of scenes whose first two shapes share a colour
-FAMILIES = ("recolour_one", "recolour_all", "remove", "mirror")
+FAMILIES = ("recolour_one", "recolour_all", "remove", "mirror")  # the base model's edits
+LORA_FAMILIES = ("flip_upside_down",)  # notebook 09's shipped LoRA edit (seeds apart from the base ones)
 SEED_OFFSET = 7_000_000  # seeds of this renderer; far from both toy_world splits
 
 
@@ -41,6 +42,7 @@ class DrawnShape:
     x: float  # centre, pixels
     y: float
     radius: float  # circle radius, half side of the square, apex distance of the triangle
+    upside_down: bool = False  # triangles only: apex at the bottom
 
 
 @dataclass(frozen=True)
@@ -72,8 +74,9 @@ def outline(shape: DrawnShape, scale: int = SCALE) -> tuple[str, list]:
         return "ellipse", [x - r, y - r, x + r, y + r]
     if shape.kind == "square":
         return "rectangle", [x - r, y - r, x + r, y + r]
-    if shape.kind == "triangle":  # apex up, base below the centre
-        return "polygon", [(x, y - r), (x - 1.1 * r, y + 0.8 * r), (x + 1.1 * r, y + 0.8 * r)]
+    if shape.kind == "triangle":  # apex up and base below the centre, or the other way round
+        turn = -1 if shape.upside_down else 1
+        return "polygon", [(x, y - turn * r), (x - 1.1 * r, y + turn * 0.8 * r), (x + 1.1 * r, y + turn * 0.8 * r)]
     raise ValueError(f"unknown shape kind {shape.kind!r}; use one of {toy_world.KINDS}")
 
 
@@ -151,12 +154,20 @@ def edit_scene(scene: DrawnScene, family: str, rng: np.random.Generator):
             return None
         return dataclasses.replace(scene, shapes=tuple(dataclasses.replace(s, x=scene.size - s.x)
                                                        for s in shapes)), {}
-    raise ValueError(f"the drawn scenes cover {FAMILIES}; got {family!r}")
+    if family == "flip_upside_down":
+        if not any(abs(scene.size - 2 * s.y) >= 2 * bounding_radius(s) for s in shapes):
+            return None
+        return dataclasses.replace(scene, shapes=tuple(
+            dataclasses.replace(s, y=scene.size - s.y, upside_down=(s.kind == "triangle") != s.upside_down)
+            for s in shapes)), {}
+    raise ValueError(f"the drawn scenes cover {FAMILIES + LORA_FAMILIES}; got {family!r}")
 
 
 def make_drawn_pair(seed: int, family: str, size: int = toy_world.IMAGE_SIZE) -> DrawnPair:
     """The pair of one seed and one family (deterministic)."""
-    rng = np.random.default_rng([SEED_OFFSET + seed, FAMILIES.index(family), size])
+    if family not in FAMILIES + LORA_FAMILIES:
+        raise ValueError(f"the drawn scenes cover {FAMILIES + LORA_FAMILIES}; got {family!r}")
+    rng = np.random.default_rng([SEED_OFFSET + seed, (FAMILIES + LORA_FAMILIES).index(family), size])
     for _ in range(toy_world.MAX_ATTEMPTS):
         source = random_drawn_scene(rng, size)
         result = edit_scene(source, family, rng)

@@ -281,6 +281,7 @@ class EditData:
     family_index: torch.Tensor | None = None  # [N] index of the pair's family in `families`
     families: tuple = ()
     changed: torch.Tensor | None = None  # [N, L] bool: target tokens that differ from the source's
+    shaped: torch.Tensor | None = None  # [N, L] bool: tokens a shape covers, in the source or the target
     empty_row: int | None = None  # row of the empty instruction "" (prompt dropout, the CFG negative)
     long_prompt_embeds: dict = dataclasses.field(default_factory=dict)  # {T: [P, T, D_t5]} other text lengths
 
@@ -305,6 +306,17 @@ def changed_tokens(sources: torch.Tensor, targets: torch.Tensor, threshold: floa
     return (targets - sources).abs().mean(dim=-1) > threshold
 
 
+def shape_tokens(pair, grid: tuple[int, int], min_share: float = 0.05) -> torch.Tensor:
+    """[L] bool: the packed tokens whose 16 x 16 pixels a shape covers (at least min_share of them), in the
+    source or the target scene: the shapes, also the ones an edit must leave alone."""
+    rows, cols = grid
+    covered = np.zeros((pair.source_scene.size,) * 2, np.float32)
+    for shape in (*pair.source_scene.shapes, *pair.target_scene.shapes):
+        covered = np.maximum(covered, toy_world.coverage(shape, pair.source_scene.size))
+    share = covered.reshape(rows, covered.shape[0] // rows, cols, covered.shape[1] // cols).mean(axis=(1, 3))
+    return torch.from_numpy(share.reshape(-1) > min_share)
+
+
 def prepare_data(pipe: FluxKontextPipeline, vae: AutoencoderKL, pairs: list, text_length: int, device,
                  families=toy_world.BASE_FAMILIES, long_lengths=()) -> EditData:
     """Encode the pairs' images with `vae` and every instruction of `families` (and the empty one) with the
@@ -327,6 +339,7 @@ def prepare_data(pipe: FluxKontextPipeline, vae: AutoencoderKL, pairs: list, tex
                     prompt_embeds=states, pooled_embeds=pooled, grid=token_grid(size, size),
                     family_index=torch.tensor([families.index(p.family) for p in pairs], device=device),
                     families=families, changed=changed_tokens(sources, targets), empty_row=row[""],
+                    shaped=torch.stack([shape_tokens(p, token_grid(size, size)) for p in pairs]).to(device),
                     long_prompt_embeds=long_states)
 
 
@@ -375,6 +388,7 @@ class BatchRecipe:
     long_batch: int = 8  # pairs per long-text step (a 512-token step costs about 13 short ones)
     prompt_dropout: float = 0.0  # share of samples whose instruction is replaced by "" (what CFG needs)
     edit_weight: float = 0.0  # extra loss weight of the tokens the edit changes (0: plain MSE)
+    shape_weight: float = 0.0  # extra loss weight of every token a shape covers (the ones to keep too)
 
 
 @dataclasses.dataclass
@@ -415,11 +429,13 @@ def draw_batch(data: EditData, recipe: BatchRecipe, probabilities: torch.Tensor,
     return Batch(index, rows, length)
 
 
-def token_weights(data: EditData, batch: Batch, edit_weight: float) -> torch.Tensor | None:
-    """[B, Lt]: 1 everywhere, 1 + edit_weight on the tokens the edit changes (None when edit_weight is 0)."""
-    if not edit_weight:
+def token_weights(data: EditData, batch: Batch, edit_weight: float, shape_weight: float = 0.0) -> torch.Tensor | None:
+    """[B, Lt]: 1 everywhere, + edit_weight on the tokens the edit changes, + shape_weight on every token a
+    shape covers (None when both are 0)."""
+    if not edit_weight and not shape_weight:
         return None
-    return 1.0 + edit_weight * data.changed[batch.index].float()
+    weights = 1.0 + edit_weight * data.changed[batch.index].float()
+    return weights + shape_weight * data.shaped[batch.index].float() if shape_weight else weights
 
 
 def train_transformer(transformer: FluxTransformer2DModel, data: EditData, *, device, seed: int = 0,
@@ -451,7 +467,8 @@ def train_transformer(transformer: FluxTransformer2DModel, data: EditData, *, de
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             loss = kontext_loss(transformer, x0, data.sources[batch.index], data.states(batch.length)[batch.prompt_rows],
                                 data.pooled_embeds[batch.prompt_rows], sigmas, noise, guidance, img_ids,
-                                text_ids(batch.length).to(device), token_weights(data, batch, recipe.edit_weight))
+                                text_ids(batch.length).to(device),
+                                token_weights(data, batch, recipe.edit_weight, recipe.shape_weight))
         optimizer_update(transformer, ema, optimizer, loss, ema_decay_at(clock.step, ema_decay))
         recent = log_progress(clock, loss.item(), recent, history, optimizer, log, "transformer")
     clock.close()
@@ -528,7 +545,8 @@ def distill_guidance(teacher: FluxTransformer2DModel, student: FluxTransformer2D
             prediction = predict_target_velocity(student, noisy, context, states[batch.prompt_rows],
                                                  data.pooled_embeds[batch.prompt_rows], sigmas, scale, img_ids,
                                                  txt_ids)
-            loss = weighted_mse(prediction, target, token_weights(data, batch, recipe.edit_weight))
+            loss = weighted_mse(prediction, target, token_weights(data, batch, recipe.edit_weight,
+                                                                       recipe.shape_weight))
         optimizer_update(student, ema, optimizer, loss, ema_decay_at(clock.step, ema_decay))
         recent = log_progress(clock, loss.item(), recent, history, optimizer, log, "distillation")
     clock.close()
@@ -589,6 +607,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                      f"{','.join(toy_world.BASE_FAMILIES)} (e.g. 2,1,2,1; empty: every pair alike)")
     net.add_argument("--edit-weight", type=float, default=0.0,
                      help="extra loss weight on the tokens an edit changes (0: plain MSE)")
+    net.add_argument("--shape-weight", type=float, default=0.0,
+                     help="extra loss weight on every token a shape covers, also the shapes an edit keeps (0: none)")
     net.add_argument("--prompt-dropout", type=float, default=0.0,
                      help="share of samples trained with the empty instruction (a CFG teacher needs > 0)")
     net.add_argument("--long-text-lengths", default="", help="other T5 lengths to train at, e.g. 128,512")
@@ -683,7 +703,8 @@ def run(args) -> dict:
     recipe = BatchRecipe(batch_size=args.batch,
                          family_weights=tuple(float(w) for w in args.family_weights.split(",")) if args.family_weights
                          else (), long_lengths=long_lengths, long_share=args.long_share, long_batch=args.long_batch,
-                         prompt_dropout=args.prompt_dropout, edit_weight=args.edit_weight)
+                         prompt_dropout=args.prompt_dropout, edit_weight=args.edit_weight,
+                         shape_weight=args.shape_weight)
     continued_from = None
     if args.teacher:
         transformer = FluxTransformer2DModel.from_pretrained(args.teacher, dtype=torch.float32).to(device)

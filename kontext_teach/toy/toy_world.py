@@ -167,8 +167,9 @@ def check_size(size: int) -> None:
                          f"least 32 px so that the shapes fit; got {size!r}")
 
 
-def random_scene(rng: np.random.Generator, size: int = IMAGE_SIZE) -> Scene:
-    """Two or three shapes of different kinds and different colours, not touching each other."""
+def random_scene(rng: np.random.Generator, size: int = IMAGE_SIZE, radius_range=RADIUS_RANGE) -> Scene:
+    """Two or three shapes of different kinds and different colours, not touching each other
+    (radii drawn from `radius_range`, fractions of the side)."""
     check_size(size)
     count = int(rng.integers(2, 4))
     kinds = rng.permutation(KINDS)[:count]
@@ -176,7 +177,7 @@ def random_scene(rng: np.random.Generator, size: int = IMAGE_SIZE) -> Scene:
     for _ in range(MAX_ATTEMPTS):
         shapes = []
         for kind, colour in zip(kinds, colours):
-            radius = float(rng.uniform(*RADIUS_RANGE)) * size
+            radius = float(rng.uniform(*radius_range)) * size
             margin = BOUND * radius + 1
             x, y = rng.uniform(margin, size - margin, 2)
             shapes.append(Shape(str(kind), str(colour), float(x), float(y), radius))
@@ -364,16 +365,25 @@ def all_instructions(family: str) -> list[str]:
     return lines
 
 
-def make_pair(seed: int, family: str, size: int = IMAGE_SIZE) -> EditPair:
+def check_radius_range(radius_range) -> None:
+    low, high = radius_range
+    if not 0.03 <= low <= high <= 0.2:
+        raise ValueError(f"radius_range must satisfy 0.03 <= low <= high <= 0.2 (fractions of the side; larger "
+                         f"shapes do not fit two or three to a picture); got {radius_range!r}")
+
+
+def make_pair(seed: int, family: str, size: int = IMAGE_SIZE, radius_range=RADIUS_RANGE) -> EditPair:
     """The pair of one seed and one family. The scene depends on the seed only (the same scene for
-    every family) unless the family rejects it; the edit and its phrasing depend on both."""
+    every family) unless the family rejects it; the edit and its phrasing depend on both.
+    `radius_range` widens or narrows the shapes' sizes (the base model trained on RADIUS_RANGE)."""
     check_seed(seed)
+    check_radius_range(radius_range)
     check_family(family)
     check_size(size)
     edit, templates = FAMILIES[family]
     family_rng = np.random.default_rng([seed, list(FAMILIES).index(family)])
     for attempt in range(MAX_ATTEMPTS):
-        source_scene = random_scene(np.random.default_rng([seed, attempt, size]), size)
+        source_scene = random_scene(np.random.default_rng([seed, attempt, size]), size, radius_range)
         result = edit(source_scene, family_rng)
         if result is not None:
             break
@@ -386,7 +396,7 @@ def make_pair(seed: int, family: str, size: int = IMAGE_SIZE) -> EditPair:
 
 
 def make_pairs(split: str, count: int, families=BASE_FAMILIES, size: int = IMAGE_SIZE,
-               start: int = 0, workers: int = 1) -> list[EditPair]:
+               start: int = 0, workers: int = 1, radius_range=RADIUS_RANGE) -> list[EditPair]:
     """count pairs from a split, families taking turns: pair i uses seed split.start + start + i.
 
     workers > 1 renders in that many processes; the pairs are the same as with one.
@@ -406,7 +416,7 @@ def make_pairs(split: str, count: int, families=BASE_FAMILIES, size: int = IMAGE
     if start < 0 or start + count > len(seeds):
         raise ValueError(f"start {start} + count {count} leaves the {split} split ({len(seeds)} seeds)")
     jobs = ([seeds.start + start + i for i in range(count)], [families[i % len(families)] for i in range(count)],
-            [size] * count)
+            [size] * count, [tuple(radius_range)] * count)
     if workers == 1 or count < 2 * workers:
         return list(map(make_pair, *jobs))
     # spawn, not fork: the caller may already hold CUDA or torch threads, which fork does not copy safely

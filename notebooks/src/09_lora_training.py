@@ -12,8 +12,9 @@
 # - why latents and text embeddings are cached, and how a run resumes after an interruption
 # - how to measure that a LoRA learned the new edit and kept the old ones, and what happens
 #   without replay (forgetting)
-# - why some edits take a LoRA a minute and others hours
-# - how to save a LoRA that a stock diffusers pipeline loads, and what the real model needs
+# - why some edits take a LoRA a minute and others ten times as long
+# - how to save a LoRA that a stock diffusers pipeline loads, how to load one somebody else
+#   trained (the shipped upside-down flip), and what the real model needs
 #
 # ## Prerequisites
 # - notebooks 03–08, especially 06 (training densities) and 08 (sampling)
@@ -31,7 +32,7 @@ import kontext_teach as kt
 from kontext_teach.anatomy import full_size
 from kontext_teach.lab import loading
 from kontext_teach.lab.loading import trained_text_length
-from kontext_teach.toy import edit_metric, lora_experiments, toy_world
+from kontext_teach.toy import drawn_scenes, edit_metric, lora_experiments, shipped_lora, toy_world
 from kontext_teach.training import bench
 from kontext_teach.training.edit_pairs import load_pair_folder, save_pair_folder
 from kontext_teach.training.kontext_objective import kontext_prediction
@@ -82,8 +83,9 @@ on_gpu = torch.cuda.is_available()
 # (`toy_world.RESERVED_FAMILIES`). The live run teaches one that a short CPU run can learn:
 # `everything_gold`, "make everything gold". *Gold* is a word the base model has never been
 # trained on (its T5 tokenizer knows it, nothing else does); the colour it names is the
-# palette's yellow, which the model's VAE can draw. The table at the end shows why not the
-# others: a coloured background the VAE cannot draw, the upside-down flip needs hours.
+# palette's yellow, which the model's VAE can draw. The measured table further down shows what
+# the others cost: the upside-down flip takes about ten times the steps (so it ships trained, and
+# this notebook loads it), and a coloured background cannot be learned at all on this VAE.
 
 # %%
 pipe = kt.load_pipeline()
@@ -244,32 +246,63 @@ plt.show()
 # %% [markdown]
 # ### Forgetting: the same run without replay
 #
-# The same recipe, on the new pairs alone (exercise 4). Every step now pulls the shared
-# layers towards "make everything gold", and nothing pulls them back:
-
-# %%
-no_replay = solutions.old_edits_after_training(kt.load_pipeline(), cache[:recipe.new_pairs], [], old_heldout,
-                                               config, workdir / "no-replay", replay_fraction=0.0)
-print(f"old edits: base {before_old.row('model').edit_accuracy:.2f}, after the LoRA with replay "
-      f"{after_old.row('model').edit_accuracy:.2f}, without replay {no_replay:.2f}")
-
-# %% [markdown]
-# ### Why some edits take a LoRA a minute and others hours
-#
-# `python -m kontext_teach.toy.lora_experiments` trains each candidate edit with several
-# recipes and scores it as above; its table is kept as data (about a minute a row) and read
-# here. A new *word* for something the model can already draw (gold) is learned in a few
-# hundred steps. An edit that combines skills it has in a new way (swapping two shapes'
-# colours) moves slowly. An edit that moves every token to another row (the upside-down flip)
-# does not move at all in minutes: the base model's own mirror edit took hundreds of
-# thousands of examples. And an edit whose result the VAE cannot draw (a coloured background)
-# cannot be learned by any LoRA of the transformer: check the VAE's ceiling first.
+# Exercise 4 trains the same recipe on the new pairs alone. Every step then pulls the shared
+# layers towards "make everything gold", and nothing pulls them back. The runs below come from
+# `python -m kontext_teach.toy.lora_experiments` on this miniature (the table is kept as data,
+# and a test checks that it lists the current recipes); run the exercise to see it yourself in
+# a minute. A trigger word before every new instruction is the other remedy people reach for;
+# here it does not protect the old edits at all, because the LoRA's change does not depend on
+# the text: it acts on every instruction, whatever words come first. Replay does.
 
 # %%
 table = lora_experiments.load_table()
-if table is not None:
-    print(f"measured on {table['model']}, {table['date']}, {table['threads']} CPU thread(s):")
-    print(lora_experiments.format_rows(table["rows"]))
+rows = table["rows"]
+forget = lora_experiments.find_row(rows, new_edit, "live-cpu+replay=0.0")
+trigger = lora_experiments.find_row(rows, new_edit, "live-cpu+replay=0.0+trigger=cartoon")
+replayed = lora_experiments.find_row(rows, new_edit, "live-cpu")
+print(f"measured on {table['model']}, {table['date']}; old edits (32 held-out pairs), base {forget['old_before']:.2f}:")
+for name, row in [("60 % replay (this notebook's recipe)", replayed), ("no replay", forget),
+                  ("no replay, trigger word 'cartoon'", trigger)]:
+    print(f"  {name:<36} new edit {row['new_after']:.2f}, old edits {row['old_after']:.2f}")
+assert forget["old_after"] < 0.8 * forget["old_before"] <= replayed["old_after"]  # forgetting, and replay prevents it
+assert trigger["old_after"] < 0.8 * trigger["old_before"]  # the trigger word alone does not
+
+# %% [markdown]
+# ### Why some edits take a LoRA a minute and others ten times as long
+#
+# The same script trains each candidate edit with several recipes and scores it as above.
+# Each edit's best run first, then every run:
+
+# %%
+print(lora_experiments.format_best(rows))
+print()
+print(lora_experiments.format_rows(rows))
+
+# %%
+def best(edit):
+    return lora_experiments.best_runs(rows)[edit]
+
+
+long_run = lora_experiments.FLIP_LONG
+assert best("everything_gold")["new_after"] >= 0.8 and best("everything_gold")["steps"] <= 500
+for edit in ("flip_upside_down", "swap_colours"):  # nothing after the live recipe; most of the way with 2,500 steps
+    assert lora_experiments.find_row(rows, edit, "live-cpu")["new_after"] <= 0.1
+    assert lora_experiments.find_row(rows, edit, long_run)["new_after"] >= 0.8
+assert best("background_colour")["new_vae_ceiling"] <= 0.1
+
+# %% [markdown]
+# What the table says, in words (the cell above checks each claim against it). A new *word* for
+# something the model already draws (gold for yellow) is learned in a few hundred steps: the
+# LoRA only has to map one new text token onto a change the recolour edits already make. The
+# upside-down flip and the colour swap are still at zero after the same run and need thousands
+# of steps, because each asks for something no old edit does: the flip must read every shape
+# from the mirrored *row* instead of the mirrored column (through RoPE's row axis) and turn
+# triangles over; the swap makes each shape take the *other* shape's colour. With that many
+# steps the old edits slip unless more of the data is replayed. An edit whose result the VAE
+# cannot draw (a coloured background) is out of reach of any LoRA of the transformer: its VAE
+# ceiling, the round trip of the targets, is zero. Check that first. At full size each step
+# costs far more (the benchmark below), so the same ordering turns the miniature's minutes into
+# hours.
 
 # %% [markdown]
 # ### The LoRA in a stock pipeline
@@ -286,6 +319,90 @@ call = dict(image=new_heldout[0].source, prompt=new_heldout[0].instruction, heig
             output_type="latent")
 kt.compare("trained vs loaded LoRA", fresh(**call, generator=torch.Generator().manual_seed(0)).images,
            pipe(**call, generator=torch.Generator().manual_seed(0)).images, atol=1e-4)  # 16 steps amplify rounding
+
+# %% [markdown]
+# ### The hard edit, shipped: "flip the image upside down"
+#
+# The flip ships with the package as a trained LoRA (`kontext_teach/toy/embedded_loras/`), in
+# the format the trainer above writes: `pytorch_lora_weights.safetensors` with its adapter
+# metadata, and the record of how it was trained. It was made with the trainer's own command
+# line, from a folder of flip pairs and replayed old pairs:
+
+# %%
+record = shipped_lora.load_record()
+settings = record["train_config"]
+print(f"{record['edit']}: {settings['steps']} steps of {settings['batch_size']}, rank {settings['rank']} on "
+      f"{settings['targets']}, lr {settings['learning_rate']:g} ({settings['lr_schedule']}), "
+      f"{record['recipe']['replay']:.0%} replay")
+print(f"trained in {record['train_seconds'] / 60:.0f} min on {record['threads']} thread(s) of {record['cpu']}")
+print("data:   ", record["data_command"])
+print("command:", record["command"])
+print(f"file: {(shipped_lora.FOLDER / shipped_lora.LORA_FILE).stat().st_size / 1e6:.2f} MB")
+scores = record["scores"]
+print(f"its record, {scores['pairs_each']} held-out pairs each ({scores['sampling_steps']} sampling steps):")
+for name in scores["before"]:
+    print(f"  {name:<11} base {scores['before'][name]:.2f}  with the LoRA {scores['after'][name]:.2f}")
+
+# %% [markdown]
+# Load it into a stock pipeline and check it here: 64 held-out flips from the toy world and 64
+# from the second renderer (`drawn_scenes`: shapes drawn with PIL at other sizes and shades, two
+# of one colour, close together, at the border), and 32 pairs of the old edits from each (the
+# toy-world ones are the live run's, so its base scores serve again).
+
+# %%
+shipped_applies = loading.resolve_source(None) is None  # the LoRA belongs to the miniature's weights
+if shipped_applies:
+    sets = shipped_lora.evaluation_sets(64, old_count=32)
+    assert [p.seed for p in sets["old"]] == [p.seed for p in old_heldout]
+    flipper = kt.load_pipeline()
+    flipper.set_progress_bar_config(disable=True)
+    drawn_old_before = shipped_lora.edit_accuracy(flipper, sets["drawn old"], tokens)
+    showcase = sets["flip"][:4] + sets["drawn flip"][:2]
+    base_images = edit_metric.generate(flipper, showcase, steps=16, max_sequence_length=tokens)
+    kt.load_lora(flipper, shipped_lora.FOLDER)  # diffusers' load_lora_weights, without its text-encoder note
+    flip_scores = shipped_lora.measure(flipper, sets, tokens)
+    print(f"{'':<11}{'base':>6}{'with LoRA':>11}")
+    for name, base in [("flip", None), ("old", before_old.row("model").edit_accuracy),
+                       ("drawn flip", None), ("drawn old", drawn_old_before)]:
+        print(f"{name:<11}{'' if base is None else f'{base:.2f}':>6}{flip_scores[name]:>11.2f}")
+    assert flip_scores["flip"] >= 0.8 and flip_scores["drawn flip"] >= 0.8
+    assert flip_scores["old"] >= 0.9 * before_old.row("model").edit_accuracy
+    assert flip_scores["drawn old"] >= 0.9 * drawn_old_before
+else:
+    print("another model is loaded: the shipped LoRA fits only the embedded miniature, so this check is skipped")
+
+# %%
+if shipped_applies:
+    lora_images = edit_metric.generate(flipper, showcase, steps=16, max_sequence_length=tokens)
+    fig, axes = plt.subplots(4, 6, figsize=(10, 7.2))
+    for column, pair in enumerate(showcase):
+        rows_of_pictures = [(pair.source, "source"), (pair.target, "target"), (base_images[column], "base model"),
+                            (lora_images[column], "flip LoRA")]
+        for row, (picture, title) in enumerate(rows_of_pictures):
+            axes[row, column].imshow(picture)
+            axes[row, column].set_title(title + (" (drawn)" if column >= 4 and row == 0 else ""), fontsize=8)
+            axes[row, column].axis("off")
+    plt.show()
+
+# %% [markdown]
+# On a GPU the next cell trains the same flip from scratch with the same recipe (on the CPU it
+# would take the minutes the record states, so it is skipped there) and checks the same targets.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+if on_gpu and shipped_applies:
+    gpu_pipe = kt.load_pipeline()
+    gpu_pipe.set_progress_bar_config(disable=True)
+    started = time.perf_counter()
+    flip_cache = cache_pairs(gpu_pipe, lora_experiments.training_pairs(shipped_lora.EDIT, shipped_lora.RECIPE), tokens)
+    train_lora(gpu_pipe, flip_cache, shipped_lora.RECIPE.config(tokens), workdir / "flip-gpu", progress=False)
+    gpu_seconds = time.perf_counter() - started
+    gpu_scores = shipped_lora.measure(gpu_pipe, sets, tokens)
+    print(f"flip trained live in {gpu_seconds:.0f} s on {torch.cuda.get_device_name()}: {gpu_scores}")
+    assert gpu_seconds <= 180 and gpu_scores["flip"] >= 0.8 and gpu_scores["drawn flip"] >= 0.8
+    assert gpu_scores["old"] >= 0.9 * before_old.row("model").edit_accuracy
+else:
+    print("no GPU (or another model): the flip above comes from the shipped file")
 
 # %% [markdown]
 # ### Interrupted? Resume
@@ -349,7 +466,8 @@ print(bench.results_summary(bench.latest_results()))
 # - Measure the new edit *and* the old ones; replay old pairs to keep them (without replay
 #   the old edits fall). Check the VAE's ceiling before training: a LoRA of the transformer
 #   cannot teach what the decoder cannot draw.
-# - The saved file loads into a stock `FluxKontextPipeline` with `load_lora_weights`.
+# - The saved file loads into a stock `FluxKontextPipeline` with `load_lora_weights`, like the
+#   shipped flip LoRA, which took thousands of steps where the new word took hundreds.
 #
 # ## Exercises
 # 1. How many parameters does a rank-16 LoRA on all linear layers of the full model train?
@@ -359,7 +477,7 @@ print(bench.results_summary(bench.latest_results()))
 # 3. Build a training set with a given share of replayed old pairs, interleaved.
 #    Solution: `replay_mix`.
 # 4. Train without replay and measure the old edits again. Solution:
-#    `old_edits_after_training` (used above).
+#    `old_edits_after_training` (the table's no-replay row is the same run).
 #
 # ## References
 # - Hu et al., *LoRA: Low-Rank Adaptation of Large Language Models*, ICLR 2022.
