@@ -62,7 +62,7 @@ train: setup
 ## last two runs (notebook A1): VAE, then the transformer as a CFG teacher (prompt dropout, 128/512-token steps,
 ## the binding families and the edited tokens stressed), then guidance distillation into the student; then the
 ## report (evaluation.json); then the LoRAs that belong to those weights: the shipped flip LoRA and notebook 09's
-## experiment table. About 100 minutes on 2 CPU cores, and 40 more for the LoRAs. On a GPU: MINI_ARGS="... --batch 256
+## experiment table. About 100 minutes on 2 CPU cores, and 70 more for the LoRAs. On a GPU: MINI_ARGS="... --batch 256
 ## --train-pairs 60000 --workers 4" with shorter budgets (scripts/gpu_session.sh).
 MINI_ARGS ?= --threads 2 --workers 2 --vae-minutes 6 --minutes 60 --train-pairs 20000 --batch 64 --lr 5e-4 \
 	--guidance-range 1 1 --prompt-dropout 0.1 --edit-weight 4 --family-weights 3,1,3,1 \
