@@ -1,18 +1,24 @@
 #!/usr/bin/env bash
 # One call on a lent GPU machine (the `device` tool), which has torch but no diffusers (wheels in
-# .whl/, see CONTRIBUTING.md):
-#   1. three trainings of the miniature side by side (it is far too small to fill the GPU alone):
-#      g1 continues the shipped transformer, g2 starts from scratch, g3 continues with more
-#      high-noise training; each evaluates itself on held-out pairs at the end;
-#   2. the full-size LoRA step benchmark (issue 7) at 1024², once the GPU is free again ($OUT/bench.json:
+# .whl/, see CONTRIBUTING.md): the next miniature (issue 12), then the full-size benchmark.
+#   1. two runs of the miniature side by side (it is far too small to keep the GPU busy alone), each a
+#      CFG teacher with the binding recipe followed by its guidance-distilled student, in one
+#      mini-training call:
+#        t1 continues the shipped teacher with one more single block (--add-single-blocks 1, the
+#           identity at the start): on CPU this was the best of the measured variants;
+#        t2 trains the same deeper shape (2 double + 4 single blocks) from scratch;
+#   2. the full-size LoRA step benchmark (issues 7, 16) at 1024², once the GPU is free again ($OUT/bench.json:
 #      adopt it here with `.venv/bin/python -m kontext_teach bench --adopt FILE`).
-# Everything worth keeping lands in $OUT (at most 8 files come back): g1.tar g2.tar g3.tar, logs.
-# Knobs: MINUTES (training budget per run), PAIRS, TRAIN_DEADLINE / END (seconds since start).
+# Then, here on CPU: evaluate runs/t1 and runs/t2 (python -m kontext_teach.toy.miniature_report FOLDER) and
+# ship the better one as CONTRIBUTING.md says (the flip LoRA and notebook 09's table are rebuilt on it).
+# Everything worth keeping lands in $OUT (at most 8 files come back): t1.tar t2.tar, logs.
+# Knobs: MINUTES / DISTILL_MINUTES (budgets per run), PAIRS, TRAIN_DEADLINE / END (seconds since start), EXTRA.
 set -u
 START=$(date +%s)
 elapsed() { echo $(( $(date +%s) - START )); }
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
-MINUTES=${MINUTES:-4.0} PAIRS=${PAIRS:-60000} TRAIN_DEADLINE=${TRAIN_DEADLINE:-400} END=${END:-545}
+MINUTES=${MINUTES:-3.5} DISTILL_MINUTES=${DISTILL_MINUTES:-1.5} PAIRS=${PAIRS:-60000}
+TRAIN_DEADLINE=${TRAIN_DEADLINE:-460} END=${END:-560}
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT" runs
 
 install() { python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$@"; }
@@ -25,19 +31,22 @@ python3 -c "import torch, diffusers, transformers; print('torch', torch.__versio
 echo "set-up done at $(elapsed)s"
 
 E=kontext_teach/toy/embedded_model
-common="--threads 3 --workers 4 --vae $E/vae --train-pairs $PAIRS --minutes $MINUTES --batch 256 --quiet ${EXTRA:-}"
-python3 -m kontext_teach.toy.mini_training --out runs/g1 $common --transformer $E/transformer --lr 3e-4 --warmup 100 \
-    > "$OUT/g1.log" 2>&1 &
-python3 -m kontext_teach.toy.mini_training --out runs/g2 $common --seed 1 --lr 1e-3 --warmup 300 \
-    > "$OUT/g2.log" 2>&1 &
-python3 -m kontext_teach.toy.mini_training --out runs/g3 $common --transformer $E/transformer --lr 3e-4 --warmup 100 \
-    --logit-mean 0.5 > "$OUT/g3.log" 2>&1 &
+# The teacher-then-student recipe of the shipped weights (Makefile MINI_ARGS), with the binding families and
+# every shape's tokens stressed, and GPU-sized batches.
+recipe="--threads 3 --workers 4 --vae $E/vae --train-pairs $PAIRS --batch 256 --quiet --eval-pairs 0
+ --minutes $MINUTES --guidance-range 1 1 --prompt-dropout 0.1 --family-weights 4,1,4,1 --edit-weight 4
+ --shape-weight 4 --long-text-lengths 128,512 --long-share 0.2 --long-batch 64
+ --distill-minutes $DISTILL_MINUTES --distill-lr 2e-4 --distill-guidance-range 1 6 ${EXTRA:-}"
+python3 -m kontext_teach.toy.mini_training --out runs/t1 $recipe --transformer $E/teacher_transformer \
+    --add-single-blocks 1 --lr 2e-4 --warmup 50 > "$OUT/t1.log" 2>&1 &
+python3 -m kontext_teach.toy.mini_training --out runs/t2 $recipe --seed 1 --single-blocks 4 --lr 1e-3 \
+    --warmup 300 > "$OUT/t2.log" 2>&1 &
 while [ -n "$(jobs -r)" ] && [ "$(elapsed)" -lt "$TRAIN_DEADLINE" ]; do sleep 5; done
 echo "trainings ended (or deadline) at $(elapsed)s; still running: $(jobs -r | wc -l)"
 kill $(jobs -p) 2>/dev/null
-for run in g1 g2 g3; do
-    (cd runs/$run 2>/dev/null && tar cf "$OUT/$run.tar" --ignore-failed-read transformer vae scheduler \
-        model_index.json training_record.json train_log.txt 2>/dev/null)
+for run in t1 t2; do
+    (cd runs/$run 2>/dev/null && tar cf "$OUT/$run.tar" --ignore-failed-read transformer teacher_transformer vae \
+        scheduler model_index.json training_record.json train_log.txt 2>/dev/null)
     tail -n 12 "$OUT/$run.log"
 done
 nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv

@@ -170,6 +170,35 @@ def test_kontext_loss_is_mse_on_the_target_tokens(tiny_data):
     assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
 
 
+def _forward(transformer, tiny_data, count=3):
+    rows = tiny_data.prompt_index[:count]
+    hidden = torch.cat([tiny_data.targets[:count], tiny_data.sources[:count]], dim=1)  # [B, 32, 64]
+    return transformer(hidden_states=hidden, encoder_hidden_states=tiny_data.prompt_embeds[rows],
+                       pooled_projections=tiny_data.pooled_embeds[rows], timestep=torch.tensor([0.2, 0.6, 0.9]),
+                       guidance=torch.full((count,), 2.5), img_ids=kontext_image_ids((4, 4), (4, 4)),
+                       txt_ids=text_ids(TEXT_LENGTH), return_dict=False)[0]
+
+
+@pytest.mark.parametrize("count", [1, 2])
+def test_added_single_blocks_start_as_the_identity_and_learn(tiny_data, count):
+    transformer = tiny_transformer(seed=3)
+    deeper = mt.add_single_blocks(transformer, count)
+    assert deeper.config.num_single_layers == transformer.config.num_single_layers + count
+    assert len(deeper.single_transformer_blocks) == 1 + count
+    with torch.no_grad():
+        assert torch.allclose(_forward(deeper, tiny_data), _forward(transformer, tiny_data), atol=1e-6)
+    _forward(deeper, tiny_data).square().mean().backward()
+    new_block = deeper.single_transformer_blocks[-1]
+    assert new_block.proj_out.weight.grad.abs().sum() > 0  # the zeroed projection gets a gradient: it will learn
+    assert "single blocks" in mt.describe_transformer(deeper) and f"{1 + count} single" in mt.describe_transformer(deeper)
+
+
+@pytest.mark.parametrize("count", [0, -1, 1.5, True])
+def test_adding_a_bad_number_of_blocks_says_what_to_do(count):
+    with pytest.raises(ValueError, match="positive int"):
+        mt.add_single_blocks(tiny_transformer(), count)
+
+
 def test_latent_statistics_normalise_the_latents(pipe):
     vae = AutoencoderKL(**mt.vae_config(TINY_VAE))
     images = mt.to_model_images(tw.random_images(np.random.default_rng(0), 16, 32))
@@ -220,6 +249,25 @@ def test_the_recipe_writes_a_pipeline_that_loads_and_evaluates(tmp_path):
     assert "held-out evaluation" in (out / "train_log.txt").read_text()
     with safe_open(out / "transformer" / "diffusion_pytorch_model.safetensors", "pt") as weights:
         assert weights.get_tensor(next(iter(weights.keys()))).dtype == torch.float16
+
+
+TINY_RUN = ["--vae-channels", "8,8,16,16", "--vae-steps", "3", "--vae-minutes", "0", "--vae-batch", "4",
+            "--heads", "2", "--double-blocks", "1", "--single-blocks", "1", "--minutes", "0", "--batch", "4",
+            "--train-pairs", "8", "--eval-pairs", "0", "--quiet"]
+
+
+def test_a_trained_transformer_continues_one_block_deeper(tmp_path):
+    first = tmp_path / "first"
+    mt.main(["--out", str(first), "--steps", "2", *TINY_RUN])
+    with pytest.raises(SystemExit, match="--transformer"):
+        mt.main(["--out", str(tmp_path / "x"), "--steps", "1", "--add-single-blocks", "1", *TINY_RUN])
+    deeper = tmp_path / "deeper"
+    record = mt.main(["--out", str(deeper), "--steps", "2", "--transformer", str(first / "transformer"),
+                      "--vae", str(first / "vae"), "--add-single-blocks", "1", *TINY_RUN])
+    pipe = load_pipeline(deeper, device="cpu")
+    assert pipe.transformer.config.num_single_layers == 2 and pipe.transformer.config.num_layers == 1
+    assert record["args"]["add_single_blocks"] == 1 and record["continued_from"]["args"]["steps"] == 2
+    assert "1 double + 2 single blocks" in (deeper / "train_log.txt").read_text()
 
 
 def test_a_phase_logs_twenty_times_by_steps():

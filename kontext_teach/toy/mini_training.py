@@ -25,14 +25,21 @@ encoding the pairs takes about a minute and the evaluation two to three (on 2 CP
    reload it, and evaluate it on held-out pairs through the real pipeline: a table per edit
    family with the copy baseline and the VAE ceiling.
 
-The miniature is not guidance-distilled: training draws the guidance value uniformly from
-``--guidance-range`` so that any value in that range (the pipeline's 3.5, Kontext's 2.5) works.
-The T5 prompt length is ``--text-length`` (24; every toy instruction fits in 16): sample with
-``max_sequence_length=24``, the pipeline's 512 would change what T5 and the transformer see.
+Guidance: by default the transformer phase draws the guidance value from ``--guidance-range``, so
+any value in that range works and none changes much. The shipped miniature is guidance-distilled
+instead, as FLUX.1 [dev] is: a CFG teacher (``--prompt-dropout 0.1 --guidance-range 1 1``), then
+``--distill-minutes`` trains a student on the teacher's two-pass guided output for random g
+(``--teacher`` distils an existing teacher; the Makefile's ``MINI_ARGS`` hold the whole recipe).
+The T5 prompt length is ``--text-length`` (24; every toy instruction fits in 16), and
+``--long-text-lengths 128,512`` mixes in longer paddings so that the pipeline's default 512 works;
+the record's ``text_lengths`` says which lengths a model saw.
+
+Deeper models without starting over: ``--transformer FOLDER --add-single-blocks N`` appends N single
+blocks that start as the identity (their output projection zeroed) and trains on from there.
 
 On a GPU the model is far too small to keep the card busy, so use large batches and many
-pairs: the shipped weights' last run was ``--batch 256 --train-pairs 60000 --workers 4
---minutes 4`` on one H200 (``scripts/gpu_session.sh``; notebook A1 shows every run).
+pairs (``--batch 256 --train-pairs 60000 --workers 4``; ``scripts/gpu_session.sh`` runs the
+recipe on the workplace's GPU machine; notebook A1 shows every run of the shipped weights).
 
 Runs on CPU or a GPU (chosen automatically); reproducible from ``--seed`` when the step limits
 end the phases (time budgets end them by the clock, and the learning rate follows the clock).
@@ -91,6 +98,38 @@ def transformer_config(*, heads: int, head_dim: int, double_blocks: int, single_
     return {**miniature.TRANSFORMER, "num_attention_heads": heads, "attention_head_dim": head_dim,
             "num_layers": double_blocks, "num_single_layers": single_blocks, "axes_dims_rope": rope_axes,
             "joint_attention_dim": text_dim, "pooled_projection_dim": pooled_dim}
+
+
+def add_single_blocks(transformer: FluxTransformer2DModel, count: int) -> FluxTransformer2DModel:
+    """A copy of `transformer` with `count` single-stream blocks appended, each starting as the identity.
+
+    A single block adds ``gate * proj_out(...)`` to its input; with ``proj_out`` zeroed it adds nothing, so the
+    deeper model computes exactly what the trained one did and training goes on from there (a depth-only
+    "Net2Net" step: Chen et al., ICLR 2016). The other new weights keep their random initialisation, so
+    ``proj_out``'s gradient is not zero.
+    """
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ValueError(f"count must be a positive int (single blocks to add), got {count!r}")
+    config = {k: v for k, v in transformer.config.items() if not k.startswith("_")}
+    config["num_single_layers"] = transformer.config.num_single_layers + count
+    deeper = FluxTransformer2DModel(**config).to(device=transformer.device, dtype=transformer.dtype)
+    missing, unexpected = deeper.load_state_dict(transformer.state_dict(), strict=False)
+    first_new = transformer.config.num_single_layers
+    new_prefixes = tuple(f"single_transformer_blocks.{i}." for i in range(first_new, config["num_single_layers"]))
+    assert not unexpected and all(key.startswith(new_prefixes) for key in missing), (missing, unexpected)
+    with torch.no_grad():
+        for block in deeper.single_transformer_blocks[first_new:]:
+            block.proj_out.weight.zero_()
+            block.proj_out.bias.zero_()
+    return deeper
+
+
+def describe_transformer(transformer: FluxTransformer2DModel) -> str:
+    """'4.66 M parameters, hidden 192, 2 double + 3 single blocks', read off the model itself."""
+    config = transformer.config
+    return (f"{count_parameters(transformer) / 1e6:.2f} M parameters, hidden "
+            f"{config.num_attention_heads * config.attention_head_dim}, {config.num_layers} double + "
+            f"{config.num_single_layers} single blocks")
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -590,6 +629,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     net.add_argument("--transformer", type=pathlib.Path, default=None,
                      help="continue training this transformer folder (e.g. OUT/transformer of an earlier run; its "
                           "training_record.json is kept in the new record) instead of starting from random weights")
+    net.add_argument("--add-single-blocks", type=int, default=0,
+                     help="with --transformer: append this many single blocks, each the identity at the start, "
+                          "then train the deeper model")
     net.add_argument("--minutes", type=float, default=14.0, help="time budget (0: none)")
     net.add_argument("--steps", type=int, default=None, help="step limit")
     net.add_argument("--batch", type=int, default=32, help="pairs per step")
@@ -723,8 +765,13 @@ def run(args) -> dict:
                                     text_dim=base.text_encoder_2.config.d_model,
                                     pooled_dim=base.text_encoder.config.hidden_size)
         transformer = FluxTransformer2DModel(**config).to(device)
-    log(f"transformer: {count_parameters(transformer) / 1e6:.2f} M parameters, hidden "
-        f"{args.heads * args.head_dim}, {args.double_blocks} double + {args.single_blocks} single blocks")
+    if args.add_single_blocks:
+        if not args.transformer:
+            raise SystemExit("--add-single-blocks deepens a trained transformer: give it with --transformer "
+                             "(a new one is sized with --single-blocks)")
+        transformer = add_single_blocks(transformer, args.add_single_blocks)
+        log(f"appended {args.add_single_blocks} single block(s), each the identity at the start")
+    log(f"transformer: {describe_transformer(transformer)}")
     history, distill_history, teacher = [], [], None
     if args.teacher:
         ema = transformer.eval()
