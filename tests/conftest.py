@@ -1,6 +1,7 @@
 """Shared test set-up: offline, GPU cells skipped without CUDA, only text outputs compared."""
 
 import pathlib
+import signal
 
 import pytest
 import torch
@@ -35,6 +36,15 @@ def pipe():
     from kontext_teach import load_pipeline
 
     return load_pipeline(device="cpu")
+
+
+@pytest.fixture
+def ctrl_c_interrupts():
+    """Python's own Ctrl-C handler for the test, whatever the shell gave pytest (a background job, `nohup`,
+    ignores SIGINT), and the one before afterwards."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
 
 
 @pytest.fixture(scope="module")

@@ -121,7 +121,7 @@ def test_the_summary_leaves_out_empty_noise_bins():
     assert len(lines) == 2 and "nan" not in "".join(lines) and "over 1 samples" in lines[1]
 
 
-def test_ctrl_c_saves_and_prints_the_command_that_resumes(data, tmp_path, capsys, monkeypatch):
+def test_ctrl_c_saves_and_prints_the_command_that_resumes(data, tmp_path, capsys, monkeypatch, ctrl_c_interrupts):
     real_step, calls = lt.optimizer_step, []
 
     def step(*args, **kwargs):

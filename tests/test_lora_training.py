@@ -273,7 +273,7 @@ def interrupt_at(monkeypatch, step_number: int, how: str):
     monkeypatch.setattr(lt, "optimizer_step", step)
 
 
-def test_ctrl_c_saves_a_checkpoint_that_resumes_exactly(tmp_path, monkeypatch):
+def test_ctrl_c_saves_a_checkpoint_that_resumes_exactly(tmp_path, monkeypatch, ctrl_c_interrupts):
     pairs = flip_pairs()
     straight = lt.train_lora(kt.load_pipeline(device="cpu"), pairs, config(steps=5), tmp_path / "a", progress=False)
     interrupt_at(monkeypatch, 3, "signal")
@@ -285,6 +285,17 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes_exactly(tmp_path, monkeypatch):
                             progress=False)
     a, b = lt.load_file(straight.lora_file), lt.load_file(resumed.lora_file)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_an_ignored_ctrl_c_stays_ignored():
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as under nohup
+    try:
+        with lt.finish_step_on_interrupt() as stop:
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            signal.raise_signal(signal.SIGINT)
+        assert not stop["requested"] and signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 def test_a_hard_interrupt_inside_an_update_keeps_the_last_whole_checkpoint(tmp_path, monkeypatch):

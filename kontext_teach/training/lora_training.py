@@ -375,12 +375,14 @@ def prepare_output(output_dir, config: TrainConfig, resume: bool = False,
 @contextlib.contextmanager
 def finish_step_on_interrupt(enabled: bool = True):
     """While inside, a first Ctrl-C (SIGINT) only sets stop["requested"], so the loop can end after a whole
-    step and save it; a second Ctrl-C interrupts at once. Only in the main thread of a single process."""
+    step and save it; a second Ctrl-C interrupts at once. Only in the main thread of a single process, and not
+    where SIGINT is ignored (``nohup``, ``cmd &`` in a script): that choice is left as it is."""
     stop = {"requested": False}
-    if not enabled or threading.current_thread() is not threading.main_thread():
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGINT) if main_thread else None
+    if not enabled or not main_thread or previous is signal.SIG_IGN:
         yield stop
         return
-    previous = signal.getsignal(signal.SIGINT)
 
     def handler(signum, frame):
         if stop["requested"]:
