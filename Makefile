@@ -60,12 +60,12 @@ train: setup
 
 ## make embedded: rebuild the miniature from scratch in one command, with the recipe of the shipped weights'
 ## last two runs (notebook A1): VAE, then the transformer as a CFG teacher (prompt dropout, 128/512-token steps,
-## the binding families and the edited tokens stressed), then guidance distillation into the student; then the
+## the binding families and the edited tokens stressed, at the shipped shape: 2 double + 4 single blocks), then guidance distillation into the student; then the
 ## report (evaluation.json); then the LoRAs that belong to those weights: the shipped flip LoRA and notebook 09's
 ## experiment table. About 100 minutes on 2 CPU cores, and 70 more for the LoRAs. On a GPU: MINI_ARGS="... --batch 256
 ## --train-pairs 60000 --workers 4" with shorter budgets (scripts/gpu_session.sh).
 MINI_ARGS ?= --threads 2 --workers 2 --vae-minutes 6 --minutes 60 --train-pairs 20000 --batch 64 --lr 5e-4 \
-	--guidance-range 1 1 --prompt-dropout 0.1 --edit-weight 4 --family-weights 3,1,3,1 \
+	--single-blocks 4 --guidance-range 1 1 --prompt-dropout 0.1 --edit-weight 4 --shape-weight 4 --family-weights 4,1,4,1 \
 	--long-text-lengths 128,512 --long-share 0.25 --long-batch 8 --distill-minutes 20 --eval-pairs 0 --quiet
 embedded: setup
 	$(PY) -m kontext_teach build-embedded --out build/mini-kontext-init

@@ -4,9 +4,9 @@
 #   1. two runs of the miniature side by side (it is far too small to keep the GPU busy alone), each a
 #      CFG teacher with the binding recipe followed by its guidance-distilled student, in one
 #      mini-training call:
-#        t1 continues the shipped teacher with one more single block (--add-single-blocks 1, the
-#           identity at the start): on CPU this was the best of the measured variants;
-#        t2 trains the same deeper shape (2 double + 4 single blocks) from scratch;
+#        t1 continues the shipped teacher (2 double + 4 single blocks; one more single block would
+#           break the 30 MB budget, teacher and student together);
+#        t2 trains the same shape from scratch;
 #   2. the full-size LoRA step benchmark (issues 7, 16) at 1024², once the GPU is free again ($OUT/bench.json:
 #      adopt it here with `.venv/bin/python -m kontext_teach bench --adopt FILE`).
 # Then, here on CPU: evaluate runs/t1 and runs/t2 (python -m kontext_teach.toy.miniature_report FOLDER) and
@@ -38,7 +38,7 @@ recipe="--threads 3 --workers 4 --vae $E/vae --train-pairs $PAIRS --batch 256 --
  --shape-weight 4 --long-text-lengths 128,512 --long-share 0.2 --long-batch 64
  --distill-minutes $DISTILL_MINUTES --distill-lr 2e-4 --distill-guidance-range 1 6 ${EXTRA:-}"
 python3 -m kontext_teach.toy.mini_training --out runs/t1 $recipe --transformer $E/teacher_transformer \
-    --add-single-blocks 1 --lr 2e-4 --warmup 50 > "$OUT/t1.log" 2>&1 &
+    --lr 2e-4 --warmup 50 > "$OUT/t1.log" 2>&1 &
 python3 -m kontext_teach.toy.mini_training --out runs/t2 $recipe --seed 1 --single-blocks 4 --lr 1e-3 \
     --warmup 300 > "$OUT/t2.log" 2>&1 &
 while [ -n "$(jobs -r)" ] && [ "$(elapsed)" -lt "$TRAIN_DEADLINE" ]; do sleep 5; done

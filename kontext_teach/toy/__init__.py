@@ -10,6 +10,8 @@
                        (``python -m kontext_teach mini-training``; notebook A1)
 * ``guidance``       - CFG, the distilled student against its teacher, what the guidance value does
 * ``drawn_scenes``   - a second renderer (PIL ImageDraw) whose scenes the training never saw
+* ``shape_probe``    - does the VAE keep which shape is which? a classifier probe on pixels, latents
+                       and the round trip (``python -m kontext_teach.toy.shape_probe MODEL/vae``)
 * ``miniature_report`` - measure a trained miniature; writes ``evaluation.json`` beside its weights
 * ``lora_experiments`` - which reserved edit a short LoRA run learns, with which recipe: the table
                        of notebook 09 (``python -m kontext_teach.toy.lora_experiments``)

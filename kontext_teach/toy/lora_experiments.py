@@ -63,10 +63,10 @@ RECIPES = {recipe.name: recipe for recipe in [
     Recipe("live-cpu", "all-linear", 16, None, 1e-3, 450, 8, 0.6, lr_schedule="cosine", warmup_steps=30),
     Recipe("live-cpu-constant", "all-linear", 16, None, 1e-3, 450, 8, 0.6),  # the same at a constant lr
     Recipe("notebook-r16", "all-linear", 16, None, 1e-3, 300, 8, 0.5),  # notebook 09's CPU run before issue 13
-    # the shipped flip LoRA (shipped_lora.py): 16,000 steps, 60 % replay, 4,096 flip pairs with shapes of
-    # 0.07-0.2 of the side (the base model saw 0.11-0.17)
-    Recipe("shipped-flip", "all-linear", 16, None, 1e-3, 16000, 8, 0.6, new_pairs=4096, lr_schedule="cosine",
-           warmup_steps=100, radius_low=0.07, radius_high=0.2),
+    # the shipped flip LoRA (shipped_lora.py): 16,000 steps, 50 % replay, 4,096 flip pairs with shapes of
+    # 0.06-0.2 of the side (the base model saw 0.11-0.17)
+    Recipe("shipped-flip", "all-linear", 16, None, 1e-3, 16000, 8, 0.5, new_pairs=4096, lr_schedule="cosine",
+           warmup_steps=100, radius_low=0.06, radius_high=0.2),
 ]}
 FLIP_LONG = "live-cpu+steps=2500+replay=0.5+new_pairs=512+warmup_steps=100"  # a longer run, more flip pairs
 # The table of notebook 09: (edit, recipe) pairs, a recipe written as a name with changes (see parse_recipe).

@@ -40,8 +40,12 @@ RECORD_FILE = "training_record.json"
 # but flipped 0.84; 6,000 steps with 65 % replay and 1,024 flip pairs flipped 0.96 with the old edits kept
 # (100 pairs each), but only 0.77 of the second renderer's scenes, failing mostly on shapes smaller than the
 # base model ever saw; 10,000 steps on 4,096 flip pairs (60 % replay) reached 0.79 there, and 0.80 with shapes
-# of 0.07-0.2 of the side in the flip pairs. The shipped recipe trains that for 16,000 steps (its record has
-# the scores).
+# of 0.07-0.2 of the side in the flip pairs; 16,000 steps of that reached 0.86 on the first miniature. On the
+# deeper miniature (2 double + 4 single blocks) the same 16,000 steps reached 0.79 on the drawn flips, and 0.79
+# again with shapes of 0.06-0.2 or 8,192 flip pairs (the same pairs failed: small shapes, orange drawn
+# yellowish, shapes that merge; 11 of the 100 drawn flips fail even as the target put through the VAE);
+# 50 % replay with shapes of 0.06-0.2 reached 0.80 with the old edits kept. That is the shipped recipe (its
+# record has the scores).
 RECIPE = RECIPES["shipped-flip"]
 EVAL_PAIRS = 100  # held-out pairs per measurement: the flip, the old edits (all four in turn), and both on drawn scenes
 

@@ -309,8 +309,8 @@ if distilled:
 # Called the way most people first call it, without `max_sequence_length`, the pipeline pads
 # the instruction to 512 T5 tokens, and every one of the padding tokens takes part in the
 # joint attention (notebook 02). A model that only ever saw short prompts is lost there; the
-# miniature trained a quarter of its teacher's steps at 128 or 512 tokens, so it edits the
-# same way:
+# miniature's teacher runs spent a fifth to a quarter of their steps at 128 or 512 tokens
+# (`--long-share`, in the record of appendix A1), so it edits the same way:
 
 # %%
 default_call = {key: value for key, value in call.items() if key != "max_sequence_length"}

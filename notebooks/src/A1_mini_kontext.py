@@ -124,11 +124,14 @@ for name, answer in [("ground truth", pair.target), ("copy of the source", pair.
 # a **teacher** trained with the instruction dropped for a tenth of the samples (so that it
 # can do classifier-free guidance, two passes per step), then a **student** that takes the
 # guidance value g as an input and learns to reproduce the teacher's guided velocity
-# u + g·(c − u) in one pass, for g drawn between 1 and 6. The teacher run also trained at
-# longer text lengths (128 and 512 T5 tokens, a quarter of the steps), so the pipeline's
-# default `max_sequence_length=512` works, and it stressed the hard part of the world: the
-# families that must find one shape by its name were drawn three times as often, and the
-# tokens an edit changes weighed five times as much in the loss (`--edit-weight 4`).
+# u + g·(c − u) in one pass, for g drawn between 1 and 6. The teacher runs also trained at
+# longer text lengths (128 and 512 T5 tokens, part of the steps), so the pipeline's default
+# `max_sequence_length=512` works, and they stressed the hard part of the world: the families
+# that must find one shape by its name were drawn more often (`--family-weights`), and the
+# tokens an edit changes (`--edit-weight`) and the tokens of the shapes (`--shape-weight`)
+# weighed more in the loss. The last teacher run also made the transformer one single block
+# deeper (`--add-single-blocks`), the new block starting as the identity, so it kept what the
+# runs before had learned. The printout below lists each run's weights, read from the record.
 
 # %%
 record = json.loads((EMBEDDED_MODEL_DIR / "training_record.json").read_text())
@@ -158,6 +161,12 @@ runs = runs[::-1]  # oldest first
 for number, run in enumerate(runs, start=1):
     print(f"run {number}: {phase(run)}, {run.get('device_name', run['device'])}, {run['minutes']:.0f} min")
     print(f"    {command(run['args'])}")
+for number, run in enumerate(runs, start=1):
+    args = run["args"]
+    if args.get("prompt_dropout"):
+        print(f"run {number} (teacher): family weights {args.get('family_weights')}, edit weight "
+              f"{args.get('edit_weight')}, shape weight {args.get('shape_weight', 0.0)}, single blocks added "
+              f"{args.get('add_single_blocks', 0)}")
 vae = runs[0]["vae"]  # the first run trained the VAE; the later ones loaded it
 print(f"{sum(run['minutes'] for run in runs):.0f} minutes in all")
 print(f"VAE: shift_factor {vae['shift_factor']:.4f}, scaling_factor {vae['scaling_factor']:.4f}, "
