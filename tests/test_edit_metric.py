@@ -168,3 +168,28 @@ def test_evaluate_through_the_pipeline(pipe):
     assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(result.images, again.images))
     table = em.format_table(result)
     assert table.splitlines()[0].split()[:2] == ["family", "n"] and len(table.splitlines()) == 2 + len(tw.FAMILIES) + 1
+
+
+@pytest.mark.parametrize("accuracy, count, expected", [
+    (0.5, 10, (0.2366, 0.7634)),  # the textbook Wilson interval of 5 out of 10
+    (0.0, 100, (0.0, 0.0370)),  # never wrong about a zero: the interval starts at 0 and is not empty
+    (1.0, 100, (0.9630, 1.0)),
+    (0.8, 64, (0.6863, 0.8797)),
+])
+def test_accuracy_interval_is_the_wilson_score_interval(accuracy, count, expected):
+    low, high = em.accuracy_interval(accuracy, count)
+    assert (low, high) == pytest.approx(expected, abs=1e-4)
+    assert low <= accuracy <= high
+
+
+def test_accuracy_interval_narrows_with_more_pairs():
+    widths = [high - low for low, high in (em.accuracy_interval(0.8, n) for n in (16, 64, 256, 1024))]
+    assert widths == sorted(widths, reverse=True) and widths[-1] < 0.06
+
+
+@pytest.mark.parametrize("accuracy, count, message", [
+    (0.8, 0, "positive number of pairs"), (0.8, 6.5, "positive number"), (1.2, 10, r"\[0, 1\]"),
+])
+def test_accuracy_interval_bad_input_says_what_to_do(accuracy, count, message):
+    with pytest.raises(ValueError, match=message):
+        em.accuracy_interval(accuracy, count)

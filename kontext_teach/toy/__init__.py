@@ -8,6 +8,8 @@
                        (``python -m kontext_teach build-embedded``)
 * ``mini_training``  - train it on the toy world: VAE, CFG teacher, guidance-distilled student
                        (``python -m kontext_teach mini-training``; notebook A1)
+* ``grounding``      - a training-only probe: which context tokens does the edit change? (an auxiliary
+                       loss, ``mini-training --grounding-weight``)
 * ``guidance``       - CFG, the distilled student against its teacher, what the guidance value does
 * ``drawn_scenes``   - a second renderer (PIL ImageDraw) whose scenes the training never saw
 * ``shape_probe``    - does the VAE keep which shape is which? a classifier probe on pixels, latents

@@ -166,6 +166,22 @@ def summarise(scores: list[ImageScore], families: list[str]) -> list[FamilyRow]:
     return rows
 
 
+def accuracy_interval(accuracy: float, count: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval (95 % for z = 1.96) of an edit accuracy measured on `count` pairs: (low, high).
+
+    With 64 pairs an accuracy of 0.8 could as well be 0.69 or 0.88; compare two accuracies only
+    when their intervals are apart."""
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ValueError(f"count must be the positive number of pairs the accuracy was measured on, got {count!r}")
+    if not 0.0 <= accuracy <= 1.0:
+        raise ValueError(f"accuracy must lie in [0, 1] (a share of pairs), got {accuracy}")
+    denominator = 1 + z * z / count
+    centre = (accuracy + z * z / (2 * count)) / denominator
+    half = z * np.sqrt(accuracy * (1 - accuracy) / count + z * z / (4 * count * count)) / denominator
+    # the interval holds the accuracy itself; min / max only undo rounding at 0 and 1
+    return float(max(0.0, min(centre - half, accuracy))), float(min(1.0, max(centre + half, accuracy)))
+
+
 @dataclass(frozen=True)
 class Evaluation:
     model: list[FamilyRow]

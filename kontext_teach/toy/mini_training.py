@@ -37,6 +37,10 @@ the record's ``text_lengths`` says which lengths a model saw.
 Deeper models without starting over: ``--transformer FOLDER --add-single-blocks N`` appends N single
 blocks that start as the identity (their output projection zeroed) and trains on from there.
 
+Binding the shape word: ``--grounding-weight W`` adds W times an auxiliary loss (``toy.grounding``):
+a training-only linear head on the context tokens' last hidden states must say which tokens the
+edit changes. The head is dropped afterwards; the saved transformer is unchanged in form.
+
 On a GPU the model is far too small to keep the card busy, so use large batches and many
 pairs (``--batch 256 --train-pairs 60000 --workers 4``; ``scripts/gpu_session.sh`` runs the
 recipe on the workplace's GPU machine; notebook A1 shows every run of the shipped weights).
@@ -62,6 +66,7 @@ from tqdm.auto import tqdm
 
 from . import miniature, toy_world
 from .edit_metric import TEXT_LENGTH, evaluate, format_table
+from .grounding import GroundingProbe
 from .guidance import TEACHER_FOLDER, cfg_velocity
 from ..lab.harness import avoid_failing_attention_backends, silence_libraries
 from ..lab.loading import EMBEDDED_MODEL_DIR, load_pipeline
@@ -481,13 +486,18 @@ def train_transformer(transformer: FluxTransformer2DModel, data: EditData, *, de
                       batch_size: int = 32, lr: float = 5e-4, warmup: int = 100, ema_decay: float = 0.999,
                       guidance_range=(1.0, 4.0), logit_mean: float = 0.0, logit_std: float = 1.0,
                       steps: int | None = None, seconds: float | None = None, autocast_dtype=None,
-                      recipe: BatchRecipe | None = None,
+                      recipe: BatchRecipe | None = None, grounding_weight: float = 0.0,
                       log=print, show: bool = True) -> tuple[FluxTransformer2DModel, list[dict]]:
-    """Train `transformer` in place; returns (its EMA copy, the logged history)."""
+    """Train `transformer` in place; returns (its EMA copy, the logged history).
+
+    grounding_weight > 0 adds that much of grounding.GroundingProbe's loss (which context tokens the edit
+    changes, for the samples that keep their instruction); the probe's head is trained with it and dropped."""
     recipe = recipe or BatchRecipe(batch_size=batch_size)
     generator = torch.Generator(device).manual_seed(seed)
     ema = copy.deepcopy(transformer).requires_grad_(False)
-    optimizer = torch.optim.AdamW(transformer.parameters(), lr=lr, weight_decay=0.0)
+    probe = GroundingProbe(transformer).to(device).attach() if grounding_weight else None
+    parameters = [*transformer.parameters(), *(probe.parameters() if probe else ())]
+    optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=0.0)
     img_ids = kontext_image_ids(data.grid, data.grid).to(device)  # [Lt + Lc, 3], context first coordinate 1
     probabilities = pair_probabilities(data, recipe.family_weights)
     low, high = guidance_range
@@ -508,9 +518,14 @@ def train_transformer(transformer: FluxTransformer2DModel, data: EditData, *, de
                                 data.pooled_embeds[batch.prompt_rows], sigmas, noise, guidance, img_ids,
                                 text_ids(batch.length).to(device),
                                 token_weights(data, batch, recipe.edit_weight, recipe.shape_weight))
+            if probe:
+                loss = loss + grounding_weight * probe.loss(data.changed[batch.index],
+                                                            keep=batch.prompt_rows != data.empty_row)
         optimizer_update(transformer, ema, optimizer, loss, ema_decay_at(clock.step, ema_decay))
         recent = log_progress(clock, loss.item(), recent, history, optimizer, log, "transformer")
     clock.close()
+    if probe:
+        probe.detach()
     transformer.eval()
     return ema.eval(), history
 
@@ -653,6 +668,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                      help="extra loss weight on every token a shape covers, also the shapes an edit keeps (0: none)")
     net.add_argument("--prompt-dropout", type=float, default=0.0,
                      help="share of samples trained with the empty instruction (a CFG teacher needs > 0)")
+    net.add_argument("--grounding-weight", type=float, default=0.0,
+                     help="weight of the auxiliary grounding loss (toy.grounding: which context tokens change)")
     net.add_argument("--long-text-lengths", default="", help="other T5 lengths to train at, e.g. 128,512")
     net.add_argument("--long-share", type=float, default=0.0, help="share of steps at one of those lengths")
     net.add_argument("--long-batch", type=int, default=8, help="pairs per long-text step")
@@ -780,7 +797,7 @@ def run(args) -> dict:
             transformer, data, device=device, seed=args.seed, batch_size=args.batch, lr=args.lr, warmup=args.warmup,
             ema_decay=args.ema_decay, guidance_range=tuple(args.guidance_range), logit_mean=args.logit_mean,
             logit_std=args.logit_std, steps=args.steps, seconds=_budget(args.minutes), autocast_dtype=autocast,
-            recipe=recipe, log=log, show=not args.quiet)
+            recipe=recipe, grounding_weight=args.grounding_weight, log=log, show=not args.quiet)
     if args.distill_minutes or args.distill_steps:
         teacher = ema
         ema, distill_history = distill_guidance(
