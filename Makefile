@@ -12,6 +12,10 @@ NB ?= notebooks/*.ipynb
 # the miniature's matrices are tiny, and on 2 cores one thread runs the tests several times faster.
 THREADS ?= 1
 OFFLINE := KONTEXT_TEACH_OFFLINE=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=$(THREADS)
+# Test files run in parallel, one process per core (at most 4), each process on THREADS threads; a
+# notebook's cells stay together in one process (--dist loadfile), as nbval needs. JOBS=0: serial.
+JOBS ?= auto
+PARALLEL := $(if $(filter 0,$(JOBS)),,-n $(JOBS) --maxprocesses=4 --dist loadfile)
 NBVAL := --nbval --nbval-current-env --nbval-cell-timeout=300 --nbval-sanitize-with tests/sanitize.cfg
 
 .PHONY: setup lab test unit nbval book book-check execute train embedded clean
@@ -28,13 +32,13 @@ lab: setup
 
 ## make test: unit tests, then strict nbval over every notebook
 test: setup
-	$(OFFLINE) $(PY) -m pytest tests $(NBVAL) notebooks
+	$(OFFLINE) $(PY) -m pytest $(PARALLEL) tests $(NBVAL) notebooks
 
 unit: setup
-	$(OFFLINE) $(PY) -m pytest tests
+	$(OFFLINE) $(PY) -m pytest $(PARALLEL) tests
 
 nbval: setup
-	$(OFFLINE) $(PY) -m pytest $(NBVAL) $(NB)
+	$(OFFLINE) $(PY) -m pytest $(PARALLEL) $(NBVAL) $(NB)
 
 ## make book: execute every notebook headless and write HTML under build/ that reads offline
 ## (widgets as static views of their stored state, formulas as MathML, no CDN scripts)

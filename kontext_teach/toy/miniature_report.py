@@ -7,6 +7,9 @@ Writes ``evaluation.json`` into the model folder (notebook A1, notebook 08 and t
 * ``heldout``: edit accuracy per family on held-out toy-world pairs (seeds never trained on), sampled
   by the stock ``FluxKontextPipeline`` at the model's trained text length and at the pipeline's
   default of 512 T5 tokens (no ``max_sequence_length`` passed), with the copy baseline and VAE ceiling;
+* ``binding``: the two families that must find one shape by its name (recolour one, remove), on
+  held-out pairs grouped by which kinds of shape share the scene: it shows which shapes the model
+  tells apart;
 * ``drawn``: the same on scenes of ``drawn_scenes``, a renderer of our own that the training never saw;
 * ``guidance``: edit accuracy, PSNR and shape saturation over guidance values, for the distilled
   student (one pass) and the CFG teacher (two passes, true CFG with an empty negative prompt);
@@ -15,6 +18,7 @@ Writes ``evaluation.json`` into the model folder (notebook A1, notebook 08 and t
 
 import argparse
 import dataclasses
+import itertools
 import json
 import pathlib
 import time
@@ -39,6 +43,44 @@ def heldout(pipe, per_family: int, text_length: int, steps: int) -> dict:
     pairs = toy_world.make_pairs("heldout", per_family * len(toy_world.BASE_FAMILIES), toy_world.BASE_FAMILIES)
     return family_rows(edit_metric.evaluate(pipe, pairs, steps=steps, guidance_scale=SAMPLING_GUIDANCE,
                                             max_sequence_length=text_length))
+
+
+BINDING_FAMILIES = ("recolour_one", "remove")
+KIND_GROUPS = tuple("+".join(kinds) for size in (2, 3) for kinds in itertools.combinations(toy_world.KINDS, size))
+
+
+def scene_kinds(pair) -> str:
+    """The kinds of shape in a pair's source scene, sorted in KINDS order: e.g. 'circle+square'."""
+    present = {shape.kind for shape in pair.source_scene.shapes}
+    return "+".join(kind for kind in toy_world.KINDS if kind in present)
+
+
+def pairs_by_kinds(family: str, per_group: int, start: int = 100_000, limit: int = 100_000) -> dict[str, list]:
+    """The first `per_group` held-out pairs of `family` (seeds from `start` on) for each group of KIND_GROUPS."""
+    groups = {group: [] for group in KIND_GROUPS}
+    for offset in range(limit):
+        pair = toy_world.make_pair(toy_world.HELDOUT_SEEDS.start + start + offset, family)
+        group = groups.get(scene_kinds(pair))
+        if group is not None and len(group) < per_group:
+            group.append(pair)
+        if all(len(g) == per_group for g in groups.values()):
+            return groups
+    raise RuntimeError(f"{limit} seeds did not give {per_group} {family} pairs of every group {KIND_GROUPS}")
+
+
+def binding(pipe, per_group: int, text_length: int, steps: int) -> dict:
+    """{family: {kinds: {count, edit_accuracy}}} for the families that name one shape."""
+    result = {}
+    for family in BINDING_FAMILIES:
+        groups = pairs_by_kinds(family, per_group)
+        pairs = [pair for group in groups.values() for pair in group]
+        images = edit_metric.generate(pipe, pairs, steps=steps, guidance_scale=SAMPLING_GUIDANCE,
+                                      max_sequence_length=text_length)
+        right = [edit_metric.score_image(image, pair).edit_correct for image, pair in zip(images, pairs)]
+        result[family] = {group: {"count": per_group,
+                                  "edit_accuracy": sum(right[i * per_group:(i + 1) * per_group]) / per_group}
+                          for i, group in enumerate(groups)}
+    return result
 
 
 def drawn(pipe, per_family: int, text_length: int, steps: int) -> dict:
@@ -84,11 +126,11 @@ def load_evaluation(folder: str | pathlib.Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-PARTS = ("heldout", "heldout_512", "drawn", "guidance", "distillation")
+PARTS = ("heldout", "heldout_512", "binding", "drawn", "guidance", "distillation")
 
 
 def report(folder: pathlib.Path, per_family: int = 100, long_per_family: int = 50, curve_per_family: int = 32,
-           steps: int = 28, parts=PARTS, out: pathlib.Path | None = None, log=print) -> dict:
+           per_group: int = 50, steps: int = 28, parts=PARTS, out: pathlib.Path | None = None, log=print) -> dict:
     """Measure `parts` of the report and write them (merged into what `out` already holds) to `out`,
     by default the folder's evaluation.json."""
     folder = pathlib.Path(folder)
@@ -100,6 +142,7 @@ def report(folder: pathlib.Path, per_family: int = 100, long_per_family: int = 5
     result.update({"steps": steps, "guidance_scale": SAMPLING_GUIDANCE, "text_length": text_length})
     measures = {"heldout": lambda: heldout(pipe, per_family, text_length, steps),
                 "heldout_512": lambda: heldout(pipe, long_per_family, PIPELINE_TEXT_LENGTH, steps),
+                "binding": lambda: binding(pipe, per_group, text_length, steps),
                 "drawn": lambda: drawn(pipe, per_family, text_length, steps),
                 "guidance": lambda: guidance_curves(pipe, teacher, curve_per_family, text_length, steps),
                 "distillation": lambda: distillation(pipe, teacher, text_length)}
@@ -120,6 +163,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--pairs", type=int, default=100, help="held-out and drawn pairs per family")
     parser.add_argument("--long-pairs", type=int, default=50, help="pairs per family at 512 T5 tokens")
     parser.add_argument("--curve-pairs", type=int, default=32, help="pairs per family for the guidance curves")
+    parser.add_argument("--group-pairs", type=int, default=50,
+                        help="binding: held-out pairs per family and group of shape kinds")
     parser.add_argument("--steps", type=int, default=28, help="sampling steps")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--parts", default=",".join(PARTS), help="which measurements, comma-separated")
@@ -129,7 +174,7 @@ def main(argv=None) -> dict:
         torch.set_num_threads(args.threads)
     from ..lab.harness import silence_libraries
     silence_libraries()
-    return report(args.folder, args.pairs, args.long_pairs, args.curve_pairs, args.steps,
+    return report(args.folder, args.pairs, args.long_pairs, args.curve_pairs, args.group_pairs, args.steps,
                   parts=args.parts.split(","), out=args.out)
 
 

@@ -19,10 +19,12 @@
 # - notebook 00; notebooks 06, 08 and 09 help for the training part
 
 # %%
+import itertools
 import json
 
 import matplotlib.pyplot as plt
 import numpy as np
+import torch
 from PIL import ImageOps
 
 import kontext_teach as kt
@@ -304,6 +306,59 @@ for column, (image, pair) in enumerate(wrong, start=1):
     print(f"({column}) {pair.family:<17} wrong regions: {', '.join(solutions.failed_regions(image, pair))}")
 hardest = solutions.hardest_family(evaluation, exclude=toy_world.RESERVED_FAMILIES)
 print(f"{len(wrong)} of the first wrong answers shown; hardest of the trained families: {hardest}")
+
+# %% [markdown]
+# ### Which shapes it tells apart
+#
+# The wrong answers above are mostly in the two families that name one shape ("make the
+# circle blue", "remove the square"). Grouping held-out pairs of those families by the kinds
+# of shape that share the scene (measured once by `miniature_report`, stored as `binding` in
+# `evaluation.json`) shows where the name alone is not enough:
+
+# %%
+if "binding" in report:
+    groups = list(next(iter(report["binding"].values())))
+    print(f"{'family':<14}" + "".join(f"{group:>24}" for group in groups))
+    for family, rows in report["binding"].items():
+        cells = [f"{rows[g]['edit_accuracy']:.2f} of {rows[g]['count']}" for g in groups]
+        print(f"{family:<14}" + "".join(f"{cell:>24}" for cell in cells))
+    for family, rows in report["binding"].items():
+        hardest_group = min(rows, key=lambda g: rows[g]["edit_accuracy"])
+        easiest_group = max(rows, key=lambda g: rows[g]["edit_accuracy"])
+        print(f"{family}: hardest when the scene holds {hardest_group} "
+              f"({rows[hardest_group]['edit_accuracy']:.2f}), easiest with {easiest_group} "
+              f"({rows[easiest_group]['edit_accuracy']:.2f})")
+
+# %% [markdown]
+# Is it the words or the pictures? The words can be checked here: the T5 state of the shape
+# word, for the same instruction with each of the three kinds (cosine similarity; 1 would mean
+# T5 gives the transformer nothing to tell them apart by).
+
+# %%
+kinds = toy_world.KINDS
+prompts = [f"make the {kind} blue" for kind in kinds]
+ids = pipe.tokenizer_2(prompts, padding="max_length", max_length=record["max_sequence_length"],
+                       return_tensors="pt").input_ids  # [3, T]
+with torch.no_grad():
+    t5_states = pipe.encode_prompt(prompt=prompts, prompt_2=None,
+                                   max_sequence_length=record["max_sequence_length"])[0]  # [3, T, D]
+word = int((ids[0] != ids[1]).nonzero()[0])  # the first token where the instructions differ
+similarity = {(a, b): torch.nn.functional.cosine_similarity(t5_states[i, word], t5_states[j, word], dim=0).item()
+              for (i, a), (j, b) in itertools.combinations(enumerate(kinds), 2)}
+for (a, b), value in similarity.items():
+    print(f"T5 at the shape word, {a} vs {b}: cosine {value:.2f}")
+closest = max(similarity, key=similarity.get)
+print(f"the closest pair of words for T5: {closest[0]} and {closest[1]}")
+
+# %% [markdown]
+# If the hardest scenes above are not the ones whose shape words T5 finds closest, the words
+# are not what fails. A likely reason on the picture side, worth checking with
+# `kontext_teach.toy.shape_probe`: at 64 px a circle and a square of the same size differ only
+# near their corners, a few pixels that the 8× VAE folds into one or two latent pixels and
+# packing into a single token, while a triangle differs from both almost everywhere. Finding
+# the named shape among look-alikes is the open problem of this miniature; more pixels
+# (128 px), more training on such scenes, or a loss that asks directly which tokens an edit
+# changes (`mini-training --grounding-weight`) are the levers.
 
 # %% [markdown]
 # ## Summary
