@@ -301,3 +301,42 @@ def test_token_weights_add_the_edit_and_shape_weights(tiny_data):
     assert torch.equal(weights, 1 + 4 * changed + 2 * shaped)
     assert torch.equal(mt.token_weights(tiny_data, batch, 4.0), 1 + 4 * changed)
     assert 0 < shaped.mean() < 1 and tiny_data.shaped.shape == tiny_data.changed.shape
+
+
+def test_family_weights_share_a_family_weight_among_its_pairs(tiny_data):
+    uniform = mt.pair_probabilities(tiny_data, ())
+    assert torch.allclose(uniform, torch.full((16,), 1 / 16))
+    weighted = mt.pair_probabilities(tiny_data, (4, 1, 4, 1))
+    per_family = torch.zeros(4).index_add_(0, tiny_data.family_index, weighted)
+    assert torch.allclose(per_family, torch.tensor([0.4, 0.1, 0.4, 0.1]))
+    with pytest.raises(ValueError, match="one non-negative weight per family"):
+        mt.pair_probabilities(tiny_data, (1, 1))
+
+
+def test_kind_weights_multiply_the_pairs_of_that_scene_kind(tiny_data):
+    assert tiny_data.kind_group == tuple(tw.scene_kinds(p.source_scene) for p in tw.make_pairs("train", 16))
+    group = max(set(tiny_data.kind_group), key=tiny_data.kind_group.count)
+    chosen = torch.tensor([g == group for g in tiny_data.kind_group])
+    assert 0 < chosen.sum() < 16
+    plain = mt.pair_probabilities(tiny_data, (4, 1, 4, 1))
+    tripled = mt.pair_probabilities(tiny_data, (4, 1, 4, 1), ((group, 3.0),))
+    ratio = tripled / plain
+    assert torch.allclose(ratio[chosen], 3 * ratio[~chosen][0].expand(int(chosen.sum())))
+    assert torch.allclose(ratio[~chosen], ratio[~chosen][0].expand(int((~chosen).sum())))
+    assert tripled.sum().item() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("weights, message", [((("circle+hexagon", 2.0),), "KINDS=FACTOR"),
+                                              ((("circle+square", -1.0),), "non-negative"),
+                                              (tuple((g, 0.0) for g in tw.KIND_GROUPS), "no pair to draw")])
+def test_bad_kind_weights_say_what_to_do(tiny_data, weights, message):
+    with pytest.raises(ValueError, match=message):
+        mt.pair_probabilities(tiny_data, (), weights)
+
+
+def test_the_cli_reads_kind_weights():
+    assert mt._kind_weights("circle+square=3, circle+square+triangle=1.5") == (
+        ("circle+square", 3.0), ("circle+square+triangle", 1.5))
+    assert mt._kind_weights("") == ()
+    with pytest.raises(SystemExit, match="KINDS=FACTOR"):
+        mt._kind_weights("circle+square")

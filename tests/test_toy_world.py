@@ -219,3 +219,11 @@ def test_radius_range_widens_the_sizes_and_keeps_the_default_scenes():
     for bad in [(0.01, 0.1), (0.1, 0.3), (0.15, 0.1)]:
         with pytest.raises(ValueError, match="radius_range"):
             tw.make_pair(0, "mirror", radius_range=bad)
+
+
+def test_scene_kinds_names_the_kinds_in_kinds_order():
+    assert tw.KIND_GROUPS == ("circle+square", "circle+triangle", "square+triangle", "circle+square+triangle")
+    for pair in tw.make_pairs("train", 40):
+        kinds = tw.scene_kinds(pair.source_scene)
+        assert kinds in tw.KIND_GROUPS
+        assert sorted(kinds.split("+")) == sorted(shape.kind for shape in pair.source_scene.shapes)

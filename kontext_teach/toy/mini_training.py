@@ -40,6 +40,8 @@ blocks that start as the identity (their output projection zeroed) and trains on
 Binding the shape word: ``--grounding-weight W`` adds W times an auxiliary loss (``toy.grounding``):
 a training-only linear head on the context tokens' last hidden states must say which tokens the
 edit changes. The head is dropped afterwards; the saved transformer is unchanged in form.
+``--kind-weights circle+square=3`` draws the pairs whose scene holds exactly those kinds three
+times as often: the look-alikes that ``miniature_report``'s ``binding`` part shows it confuses.
 
 On a GPU the model is far too small to keep the card busy, so use large batches and many
 pairs (``--batch 256 --train-pairs 60000 --workers 4``; ``scripts/gpu_session.sh`` runs the
@@ -328,6 +330,7 @@ class EditData:
     shaped: torch.Tensor | None = None  # [N, L] bool: tokens a shape covers, in the source or the target
     empty_row: int | None = None  # row of the empty instruction "" (prompt dropout, the CFG negative)
     long_prompt_embeds: dict = dataclasses.field(default_factory=dict)  # {T: [P, T, D_t5]} other text lengths
+    kind_group: tuple = ()  # [N] the kinds of shape in each pair's source scene (toy_world.scene_kinds)
 
     def states(self, length: int) -> torch.Tensor:
         """T5 states of every instruction at `length` tokens: [P, length, D_t5]."""
@@ -384,7 +387,8 @@ def prepare_data(pipe: FluxKontextPipeline, vae: AutoencoderKL, pairs: list, tex
                     family_index=torch.tensor([families.index(p.family) for p in pairs], device=device),
                     families=families, changed=changed_tokens(sources, targets), empty_row=row[""],
                     shaped=torch.stack([shape_tokens(p, token_grid(size, size)) for p in pairs]).to(device),
-                    long_prompt_embeds=long_states)
+                    long_prompt_embeds=long_states,
+                    kind_group=tuple(toy_world.scene_kinds(p.source_scene) for p in pairs))
 
 
 def kontext_loss(transformer: FluxTransformer2DModel, x0: torch.Tensor, context: torch.Tensor,
@@ -433,6 +437,7 @@ class BatchRecipe:
     prompt_dropout: float = 0.0  # share of samples whose instruction is replaced by "" (what CFG needs)
     edit_weight: float = 0.0  # extra loss weight of the tokens the edit changes (0: plain MSE)
     shape_weight: float = 0.0  # extra loss weight of every token a shape covers (the ones to keep too)
+    kind_weights: tuple = ()  # ((kinds, factor), ...): draw pairs whose scene holds exactly those kinds factor x as often
 
 
 @dataclasses.dataclass
@@ -442,16 +447,26 @@ class Batch:
     length: int  # T5 tokens of this step
 
 
-def pair_probabilities(data: EditData, family_weights) -> torch.Tensor:
-    """[N] probability of drawing each pair: a family's weight shared among its pairs."""
+def pair_probabilities(data: EditData, family_weights, kind_weights=()) -> torch.Tensor:
+    """[N] probability of drawing each pair: a family's weight shared among its pairs, then each pair whose
+    scene holds exactly the kinds of a `kind_weights` entry (kinds, factor) drawn factor times as often."""
     if not family_weights:
-        return torch.full((len(data.targets),), 1.0 / len(data.targets), device=data.targets.device)
-    if len(family_weights) != len(data.families) or min(family_weights) < 0 or sum(family_weights) <= 0:
-        raise ValueError(f"give one non-negative weight per family {data.families}, not all zero; "
-                         f"got {family_weights}")
-    weights = torch.tensor(family_weights, dtype=torch.float32, device=data.targets.device)
-    counts = torch.bincount(data.family_index, minlength=len(weights)).clamp(min=1).float()
-    per_pair = (weights / counts)[data.family_index]
+        per_pair = torch.ones(len(data.targets), device=data.targets.device)
+    else:
+        if len(family_weights) != len(data.families) or min(family_weights) < 0 or sum(family_weights) <= 0:
+            raise ValueError(f"give one non-negative weight per family {data.families}, not all zero; "
+                             f"got {family_weights}")
+        weights = torch.tensor(family_weights, dtype=torch.float32, device=data.targets.device)
+        counts = torch.bincount(data.family_index, minlength=len(weights)).clamp(min=1).float()
+        per_pair = (weights / counts)[data.family_index]
+    for kinds, factor in kind_weights:
+        if kinds not in toy_world.KIND_GROUPS or factor < 0:
+            raise ValueError(f"kind weights are KINDS=FACTOR with KINDS one of {toy_world.KIND_GROUPS} and a "
+                             f"non-negative FACTOR, e.g. circle+square=3; got {kinds}={factor}")
+        chosen = torch.tensor([group == kinds for group in data.kind_group], device=per_pair.device)
+        per_pair = torch.where(chosen, per_pair * factor, per_pair)
+    if per_pair.sum() <= 0:
+        raise ValueError("the family and kind weights leave no pair to draw")
     return per_pair / per_pair.sum()
 
 
@@ -499,7 +514,7 @@ def train_transformer(transformer: FluxTransformer2DModel, data: EditData, *, de
     parameters = [*transformer.parameters(), *(probe.parameters() if probe else ())]
     optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=0.0)
     img_ids = kontext_image_ids(data.grid, data.grid).to(device)  # [Lt + Lc, 3], context first coordinate 1
-    probabilities = pair_probabilities(data, recipe.family_weights)
+    probabilities = pair_probabilities(data, recipe.family_weights, recipe.kind_weights)
     low, high = guidance_range
     transformer.train()
     clock, history, recent = PhaseClock("transformer", steps, seconds, show), [], []
@@ -571,7 +586,7 @@ def distill_guidance(teacher: FluxTransformer2DModel, student: FluxTransformer2D
     ema = copy.deepcopy(student).requires_grad_(False)
     optimizer = torch.optim.AdamW(student.parameters(), lr=lr, weight_decay=0.0)
     img_ids = kontext_image_ids(data.grid, data.grid).to(device)
-    probabilities = pair_probabilities(data, recipe.family_weights)
+    probabilities = pair_probabilities(data, recipe.family_weights, recipe.kind_weights)
     recipe = dataclasses.replace(recipe, prompt_dropout=0.0)  # the student always gets its instruction
     low, high = guidance_range
     student.train()
@@ -668,6 +683,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                      help="extra loss weight on every token a shape covers, also the shapes an edit keeps (0: none)")
     net.add_argument("--prompt-dropout", type=float, default=0.0,
                      help="share of samples trained with the empty instruction (a CFG teacher needs > 0)")
+    net.add_argument("--kind-weights", default="",
+                     help="draw pairs whose scene holds exactly these kinds more often, e.g. circle+square=3 "
+                          "(the look-alikes); groups: " + ", ".join(toy_world.KIND_GROUPS))
     net.add_argument("--grounding-weight", type=float, default=0.0,
                      help="weight of the auxiliary grounding loss (toy.grounding: which context tokens change)")
     net.add_argument("--long-text-lengths", default="", help="other T5 lengths to train at, e.g. 128,512")
@@ -695,6 +713,18 @@ def _ints(text: str) -> tuple[int, ...]:
         return tuple(int(part) for part in str(text).split(","))
     except ValueError:
         raise ValueError(f"expected comma-separated integers such as 16,32,64,64; got {text!r}") from None
+
+
+def _kind_weights(text: str) -> tuple:
+    """'circle+square=3,circle+square+triangle=2' -> (('circle+square', 3.0), ('circle+square+triangle', 2.0))."""
+    weights = []
+    for item in filter(None, text.split(",")):
+        kinds, _, factor = item.partition("=")
+        try:
+            weights.append((kinds.strip(), float(factor)))
+        except ValueError:
+            raise SystemExit(f"--kind-weights takes KINDS=FACTOR items, e.g. circle+square=3; got {item!r}") from None
+    return tuple(weights)
 
 
 def _budget(minutes: float | None) -> float | None:
@@ -763,7 +793,7 @@ def run(args) -> dict:
                          family_weights=tuple(float(w) for w in args.family_weights.split(",")) if args.family_weights
                          else (), long_lengths=long_lengths, long_share=args.long_share, long_batch=args.long_batch,
                          prompt_dropout=args.prompt_dropout, edit_weight=args.edit_weight,
-                         shape_weight=args.shape_weight)
+                         shape_weight=args.shape_weight, kind_weights=_kind_weights(args.kind_weights))
     continued_from = None
     if args.teacher:
         transformer = FluxTransformer2DModel.from_pretrained(args.teacher, dtype=torch.float32).to(device)

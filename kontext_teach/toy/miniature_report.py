@@ -18,7 +18,6 @@ Writes ``evaluation.json`` into the model folder (notebook A1, notebook 08 and t
 
 import argparse
 import dataclasses
-import itertools
 import json
 import pathlib
 import time
@@ -46,13 +45,7 @@ def heldout(pipe, per_family: int, text_length: int, steps: int) -> dict:
 
 
 BINDING_FAMILIES = ("recolour_one", "remove")
-KIND_GROUPS = tuple("+".join(kinds) for size in (2, 3) for kinds in itertools.combinations(toy_world.KINDS, size))
-
-
-def scene_kinds(pair) -> str:
-    """The kinds of shape in a pair's source scene, sorted in KINDS order: e.g. 'circle+square'."""
-    present = {shape.kind for shape in pair.source_scene.shapes}
-    return "+".join(kind for kind in toy_world.KINDS if kind in present)
+KIND_GROUPS = toy_world.KIND_GROUPS
 
 
 def pairs_by_kinds(family: str, per_group: int, start: int = 100_000, limit: int = 100_000) -> dict[str, list]:
@@ -60,7 +53,7 @@ def pairs_by_kinds(family: str, per_group: int, start: int = 100_000, limit: int
     groups = {group: [] for group in KIND_GROUPS}
     for offset in range(limit):
         pair = toy_world.make_pair(toy_world.HELDOUT_SEEDS.start + start + offset, family)
-        group = groups.get(scene_kinds(pair))
+        group = groups.get(toy_world.scene_kinds(pair.source_scene))
         if group is not None and len(group) < per_group:
             group.append(pair)
         if all(len(g) == per_group for g in groups.values()):

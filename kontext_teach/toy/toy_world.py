@@ -19,6 +19,7 @@ mirrored scene exactly as the mirrored picture.
 
 import concurrent.futures
 import dataclasses
+import itertools
 import multiprocessing
 from dataclasses import dataclass
 
@@ -199,6 +200,16 @@ def describe(scene: Scene) -> str:
         parts.append(f"{article} {shape.name}{pointing} at ({shape.x:.0f}, {shape.y:.0f})")
     painted = f" on a {scene.background} background" if scene.background != BACKGROUND else ""
     return ", ".join(parts) + painted
+
+
+def scene_kinds(scene: Scene) -> str:
+    """The kinds of shape in a scene, in KINDS order, joined by '+': e.g. 'circle+square'."""
+    present = {shape.kind for shape in scene.shapes}
+    return "+".join(kind for kind in KINDS if kind in present)
+
+
+# What a scene can hold (two or three shapes, each kind at most once): every pair of kinds, then all three.
+KIND_GROUPS = tuple("+".join(kinds) for count in (2, 3) for kinds in itertools.combinations(KINDS, count))
 
 
 def moves_off_itself(shape: Shape, new_x: float, new_y: float) -> bool:
