@@ -141,6 +141,17 @@ def test_generate_is_the_pipeline_call(pipe):
         assert np.array_equal(np.asarray(a), np.asarray(b))
 
 
+def test_generate_with_true_cfg_works_when_the_last_batch_is_smaller(pipe):
+    """One negative prompt string goes to every pair of every batch, the short last one included."""
+    pairs = tw.make_pairs("heldout", 3, tuple(tw.FAMILIES))
+    ours = em.generate(pipe, pairs, steps=2, batch_size=2, seed=5, true_cfg_scale=2.0, negative_prompt="")
+    last = pipe(image=[pairs[2].source], prompt=[pairs[2].instruction], negative_prompt=[""], true_cfg_scale=2.0,
+                height=64, width=64, max_area=64 * 64, _auto_resize=False, num_inference_steps=2, guidance_scale=2.5,
+                max_sequence_length=em.TEXT_LENGTH, generator=torch.Generator().manual_seed(7)).images[0]
+    assert len(ours) == 3
+    assert np.array_equal(np.asarray(ours[2]), np.asarray(last))
+
+
 def test_vae_round_trip_is_the_pipelines_encode_and_decode(pipe):
     pair = tw.make_pair(1, "remove")
     ours = em.vae_round_trip(pipe, [pair.target])[0]

@@ -226,13 +226,14 @@ def generate(pipe, pairs: list[EditPair], *, steps: int = 28, guidance_scale: fl
     outputs = []
     for start in range(0, len(pairs), batch_size):
         batch = pairs[start:start + batch_size]
-        if "negative_prompt" in options and isinstance(options["negative_prompt"], str):
-            options = {**options, "negative_prompt": [options["negative_prompt"]] * len(batch)}
+        batch_options = dict(options)
+        if isinstance(options.get("negative_prompt"), str):  # one negative prompt for every pair of this batch
+            batch_options["negative_prompt"] = [options["negative_prompt"]] * len(batch)
         result = pipe(image=[p.source for p in batch], prompt=[p.instruction for p in batch],
                       height=size, width=size, max_area=size * size, _auto_resize=False,
                       num_inference_steps=steps, guidance_scale=guidance_scale,
                       max_sequence_length=max_sequence_length,
-                      generator=torch.Generator("cpu").manual_seed(seed + start), **options)
+                      generator=torch.Generator("cpu").manual_seed(seed + start), **batch_options)
         outputs.extend(result.images)
     return outputs
 
