@@ -13,7 +13,7 @@
 #   distilled from a CFG teacher (the exact commands are recorded)
 # - how well it edits, on held-out scenes and on scenes from a second, independent renderer
 # - the miniature and FLUX.1-Kontext-dev side by side, shape for shape
-# - what the miniature gets right and wrong
+# - what the miniature gets right and wrong, and which shapes it confuses
 #
 # ## Prerequisites
 # - notebook 00; notebooks 06, 08 and 09 help for the training part
@@ -369,6 +369,8 @@ print(f"the closest pair of words for T5: {closest[0]} and {closest[1]}")
 #   then a CFG teacher and a guidance-distilled student; the record in the package says
 #   exactly how, on which machine and for how long.
 # - A second renderer checks that the edits, not the generator's quirks, were learned.
+# - Grouping the failures by what shares the scene finds the weak spot (look-alike shapes),
+#   and a check of the text encoder's states tells the words apart from the pictures.
 # - Copying the input scores zero; the VAE ceiling bounds what the transformer can reach.
 #
 # ## Exercises
