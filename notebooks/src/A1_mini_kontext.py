@@ -310,13 +310,16 @@ print(f"{len(wrong)} of the first wrong answers shown; hardest of the trained fa
 # %% [markdown]
 # ### Which shapes it tells apart
 #
-# The wrong answers above are mostly in the two families that name one shape ("make the
-# circle blue", "remove the square"). Grouping held-out pairs of those families by the kinds
-# of shape that share the scene (measured once by `miniature_report`, stored as `binding` in
+# Among the trained families, the lowest held-out accuracies belong to the two that name one
+# shape ("make the circle blue", "remove the square"; the first line below checks this on the
+# report). Grouping held-out pairs of those families by the kinds of shape that share the scene (measured once by `miniature_report`, stored as `binding` in
 # `evaluation.json`) shows where the name alone is not enough:
 
 # %%
 if "binding" in report:
+    trained = [r for r in report["heldout"]["model"] if r["family"] in toy_world.BASE_FAMILIES]
+    lowest = sorted(trained, key=lambda r: r["edit_accuracy"])[:2]
+    print("lowest held-out families: " + ", ".join(f"{r['family']} {r['edit_accuracy']:.2f}" for r in lowest))
     groups = list(next(iter(report["binding"].values())))
     print(f"{'family':<14}" + "".join(f"{group:>24}" for group in groups))
     for family, rows in report["binding"].items():
