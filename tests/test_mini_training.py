@@ -340,3 +340,10 @@ def test_the_cli_reads_kind_weights():
     assert mt._kind_weights("") == ()
     with pytest.raises(SystemExit, match="KINDS=FACTOR"):
         mt._kind_weights("circle+square")
+
+
+def test_the_cli_picks_the_scene_style():
+    assert mt.parse_args(["--out", "x"]).scene_style == "toy"
+    assert tw.STYLES[mt.parse_args(["--out", "x", "--scene-style", "wide"]).scene_style] is tw.WIDE_STYLE
+    with pytest.raises(SystemExit):
+        mt.parse_args(["--out", "x", "--scene-style", "huge"])

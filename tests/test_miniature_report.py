@@ -1,6 +1,7 @@
 """The miniature's report: the binding breakdown groups held-out pairs by the kinds of shape in the scene."""
 
 import pytest
+import torch
 
 from kontext_teach.toy import miniature_report as mr
 from kontext_teach.toy import toy_world as tw
@@ -33,3 +34,19 @@ def test_the_report_measures_binding_and_the_cli_sizes_it(capsys):
     with pytest.raises(SystemExit):
         mr.main(["--help"])
     assert "--group-pairs" in capsys.readouterr().out
+
+
+def test_the_probes_part_asks_the_vae_then_each_model_block_by_block(pipe):
+    from kontext_teach.lab.loading import EMBEDDED_MODEL_DIR
+    from kontext_teach.toy import guidance
+
+    assert "probes" in mr.PARTS
+    teacher = guidance.teacher_pipeline(pipe, EMBEDDED_MODEL_DIR)
+    with torch.no_grad():  # as report() calls it: the probes still train
+        result = mr.probes(pipe, teacher, scenes=60, pairs=40, vae_steps=100)
+    assert set(result) == {"vae", "student", "teacher"}
+    assert result["vae"]["shapes"] > 20 and 0 <= result["vae"]["latents"] <= 1
+    for model in ("student", "teacher"):
+        assert result[model]["stages"][0] == "latents" and len(result[model]["stages"]) == 7
+        assert result[model]["look_alikes"][0] == result["student"]["look_alikes"][0]  # same input tokens
+    assert result["student"]["look_alikes"][1:] != result["teacher"]["look_alikes"][1:]  # two models

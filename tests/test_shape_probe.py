@@ -56,3 +56,58 @@ def test_a_missing_vae_folder_says_what_to_pass(tmp_path):
 def test_too_few_scenes_are_refused():
     with pytest.raises(ValueError, match="at least 10 scenes"):
         shape_probe.probe_vae(torch.nn.Module(), train_scenes=5)
+
+
+# --- the transformer's tokens ----------------------------------------------------------------
+
+def test_token_labels_name_what_covers_most_of_each_token():
+    scene = toy_world.Scene(64, (toy_world.Shape("square", "red", 8.0, 8.0, 6.0),  # inside token 0
+                                 toy_world.Shape("circle", "blue", 32.0, 40.0, 6.0)))  # across tokens 9 and 10
+    labels = shape_probe.token_labels([scene], (4, 4))  # [1, 16]
+    assert labels.shape == (1, 16)
+    assert labels[0, 0] == shape_probe.CLASSES.index("square")
+    assert labels[0, 9] == labels[0, 10] == shape_probe.CLASSES.index("circle")
+    assert labels[0, 5] == 0 and labels[0, 15] == 0
+    sliver = toy_world.Scene(64, (toy_world.Shape("circle", "blue", 14.0, 8.0, 2.5),))  # 1 % of token 0's pixels
+    assert shape_probe.token_labels([sliver], (4, 4))[0, 1] == 0  # under MIN_KIND_SHARE: background
+
+
+@pytest.fixture(scope="module")
+def probe_data(pipe):
+    from kontext_teach.toy import mini_training
+    pairs = toy_world.make_pairs("heldout", 5, families=("recolour_one",))
+    return mini_training.prepare_data(pipe, pipe.vae, pairs, 24, torch.device("cpu"))
+
+
+def test_block_states_are_the_context_tokens_after_every_block_and_leave_no_hook(pipe, probe_data):
+    transformer = pipe.transformer
+    states = shape_probe.block_states(transformer, probe_data, sigma=0.9, guidance=2.5)
+    assert list(states) == ["latents", "double 0", "double 1", *(f"single {i}" for i in range(4))]
+    assert torch.equal(states["latents"], probe_data.sources)
+    width = transformer.config.num_attention_heads * transformer.config.attention_head_dim
+    assert states["single 3"].shape == (5, 16, width)
+    seen = {}
+    hook = transformer.single_transformer_blocks[3].register_forward_hook(lambda m, a, out: seen.update(x=out[1]))
+    again = shape_probe.block_states(transformer, probe_data, sigma=0.9, guidance=2.5)  # same noise seed
+    hook.remove()
+    assert torch.allclose(again["single 3"], seen["x"][:, -16:].float())
+    assert not any(block._forward_hooks for block in [*transformer.transformer_blocks,
+                                                      *transformer.single_transformer_blocks])
+    other = shape_probe.block_states(transformer, probe_data, sigma=0.2, guidance=2.5)
+    assert not torch.allclose(other["double 0"], states["double 0"])  # the noise level reaches the tokens
+
+
+def test_the_block_probe_scores_every_stage(pipe):
+    result = shape_probe.probe_blocks(pipe, train_pairs=60, heldout_pairs=20, steps=50, guidance=2.5)
+    assert result.stages[0] == "latents" and len(result.stages) == 7
+    assert all(0.0 <= value <= 1.0 for value in (*result.kinds, *result.look_alikes))
+    assert result.tokens > 10
+    assert "circle or square" in result.summary() and "single 3" in result.summary()
+    with pytest.raises(ValueError, match="at least 10 pairs"):
+        shape_probe.probe_blocks(pipe, train_pairs=5)
+
+
+def test_a_missing_transformer_folder_says_what_to_pass(tmp_path):
+    vae = AutoencoderKL.from_pretrained(EMBEDDED_MODEL_DIR / "vae")
+    with pytest.raises(SystemExit, match="pass --transformer"):
+        shape_probe.load_probe_pipeline(EMBEDDED_MODEL_DIR, vae, tmp_path / "nowhere")

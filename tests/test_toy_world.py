@@ -1,5 +1,7 @@
 """The toy editing world: deterministic, split into train and held-out seeds, edits that do what they say."""
 
+import dataclasses
+import hashlib
 import random
 
 import numpy as np
@@ -227,3 +229,77 @@ def test_scene_kinds_names_the_kinds_in_kinds_order():
         kinds = tw.scene_kinds(pair.source_scene)
         assert kinds in tw.KIND_GROUPS
         assert sorted(kinds.split("+")) == sorted(shape.kind for shape in pair.source_scene.shapes)
+
+
+# The digest of a few default pairs, pixels and words. The shipped miniature, its evaluation.json and
+# every notebook's pictures rest on these exact pairs: a change to the sampler or the renderer that
+# moves them fails here first (recorded 2026-12-02, before scene styles were added, and unchanged after).
+DEFAULT_WORLD_DIGEST = "daf0d8d2f97d132f34f5f39fd13459d78cef5b1845735ac909a60b9a440cecbc"
+
+
+def test_the_default_world_is_pinned():
+    digest = hashlib.sha256()
+    for pair in tw.make_pairs("train", 8, tw.FAMILIES) + tw.make_pairs("heldout", 4, tw.BASE_FAMILIES, size=96):
+        digest.update(pair.instruction.encode())
+        digest.update(np.asarray(pair.source).tobytes())
+        digest.update(np.asarray(pair.target).tobytes())
+    assert digest.hexdigest() == DEFAULT_WORLD_DIGEST
+    assert [p.source_scene for p in tw.make_pairs("train", 6, style=tw.DEFAULT_STYLE)] == \
+        [p.source_scene for p in tw.make_pairs("train", 6)]
+
+
+def test_the_wide_style_widens_every_rule():
+    style = tw.WIDE_STYLE
+    pairs = tw.make_pairs("train", 400, tw.BASE_FAMILIES, style=style)
+    scenes = [p.source_scene for p in pairs]
+    radii = [s.radius / tw.IMAGE_SIZE for scene in scenes for s in scene.shapes]
+    assert style.radius_range[0] <= min(radii) < tw.RADIUS_RANGE[0] and tw.RADIUS_RANGE[1] < max(radii)
+    assert max(radii) <= style.radius_range[1]
+    same = [scene for scene in scenes if len({s.colour for s in scene.shapes}) < len(scene.shapes)]
+    assert 0.2 < len(same) / len(scenes) < 0.4  # same_colour_share 0.3
+    assert all(len({s.kind for s in scene.shapes}) == len(scene.shapes) for scene in scenes)  # names stay unique
+    shades = [(s.shade, tw.PALETTE[s.colour]) for scene in scenes for s in scene.shapes]
+    assert all(shade is not None for shade, _ in shades)
+    assert max(abs(a - b) for shade, base in shades for a, b in zip(shade, base)) <= style.shade_jitter
+    assert any(shade != base for shade, base in shades)
+    near_border = [s for scene in scenes for s in scene.shapes
+                   if min(s.x, s.y, tw.IMAGE_SIZE - s.x, tw.IMAGE_SIZE - s.y) < tw.BOUND * s.radius]
+    assert near_border and all(min(s.x, s.y, tw.IMAGE_SIZE - s.x, tw.IMAGE_SIZE - s.y)
+                               >= style.inside * tw.BOUND * s.radius for s in near_border)
+    gaps = [np.hypot(a.x - b.x, a.y - b.y) - tw.BOUND * (a.radius + b.radius)
+            for scene in scenes for i, a in enumerate(scene.shapes) for b in scene.shapes[i + 1:]]
+    assert style.gap * tw.IMAGE_SIZE <= min(gaps) < tw.GAP * tw.IMAGE_SIZE
+
+
+def test_edits_of_wide_scenes_still_change_what_they_name():
+    for pair in tw.make_pairs("train", 300, tw.FAMILIES, style=tw.WIDE_STYLE):
+        assert not np.array_equal(np.asarray(pair.source), np.asarray(pair.target)), (pair.family, pair.seed)
+        if pair.family in ("recolour_one", "recolour_all", "everything_gold"):
+            changed = [t for s, t in zip(pair.source_scene.shapes, pair.target_scene.shapes) if s.colour != t.colour]
+            assert changed and all(t.shade is None for t in changed)  # a new colour is the palette's own
+        if pair.family in ("remove", "mirror", "flip_upside_down", "keep_only"):
+            assert {s.shade for s in pair.target_scene.shapes} <= {s.shade for s in pair.source_scene.shapes}
+
+
+def test_a_single_coloured_scene_is_recoloured_and_never_swapped():
+    red = tw.Scene(64, (tw.Shape("circle", "red", 16.0, 16.0, 8.0), tw.Shape("square", "red", 44.0, 44.0, 8.0)))
+    for seed in range(20):
+        target, words = tw.recolour_all(red, np.random.default_rng(seed))
+        assert words["colour"] != "red" and {s.colour for s in target.shapes} == {words["colour"]}
+    assert tw.swap_colours(red, np.random.default_rng(0)) is None
+    yellow = tw.Scene(64, tuple(dataclasses.replace(s, colour="yellow") for s in red.shapes))
+    assert tw.everything_gold(yellow, np.random.default_rng(0)) is None
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(gap=0.5), "scene style"), (dict(inside=0.2), "scene style"), (dict(shade_jitter=80), "scene style"),
+    (dict(radius_range=(0.1, 0.3)), "radius_range"),
+])
+def test_a_bad_scene_style_says_what_to_do(options, message):
+    with pytest.raises(ValueError, match=message):
+        tw.SceneStyle(**options)
+
+
+def test_a_style_and_a_radius_range_together_are_refused():
+    with pytest.raises(ValueError, match="inside the style"):
+        tw.make_pair(0, "mirror", radius_range=(0.07, 0.2), style=tw.WIDE_STYLE)

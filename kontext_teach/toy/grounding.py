@@ -8,42 +8,26 @@ before the velocity, so nothing else uses them) and predicts, per token, whether
 that place. Binary cross-entropy on that mask pushes the trunk to find the shape the instruction
 names, in the picture it can see clearly.
 
-The head is training-only: it is attached with a forward pre-hook on ``norm_out`` (a public
-``torch.nn.Module`` hook; ``norm_out`` receives the image tokens' hidden states, [B, Lt + Lc, D])
-and removed afterwards, so the saved transformer is a plain ``FluxTransformer2DModel``.
+The head is training-only (``context_heads.ContextHead``): a forward pre-hook on ``norm_out``, which
+receives the image tokens' hidden states [B, Lt + Lc, D], captures them; it is removed before saving.
 """
 
 import torch
 import torch.nn.functional as F
 from diffusers import FluxTransformer2DModel
 
+from .context_heads import ContextHead
 
-class GroundingProbe(torch.nn.Module):
+
+class GroundingProbe(ContextHead):
     """A per-token linear head on the context tokens' last hidden states; ``attach`` starts capturing them."""
 
     def __init__(self, transformer: FluxTransformer2DModel):
-        super().__init__()
-        self.head = torch.nn.Linear(transformer.config.num_attention_heads * transformer.config.attention_head_dim, 1)
-        self._hidden = None
-        self._handle = None
-        self._transformer = [transformer]  # a list, so that the probe's parameters() leave the transformer out
-
-    def attach(self) -> "GroundingProbe":
-        def capture(module, args):
-            self._hidden = args[0]  # [B, Lt + Lc, D]: target tokens, then context tokens
-        self._handle = self._transformer[0].norm_out.register_forward_pre_hook(capture)
-        return self
-
-    def detach(self) -> None:
-        if self._handle is not None:
-            self._handle.remove()
-        self._handle, self._hidden = None, None
+        super().__init__(transformer, transformer.norm_out, outputs=1, pre_hook=True)
 
     def logits(self, context_tokens: int) -> torch.Tensor:
         """[B, Lc] grounding logits of the last forward pass's context tokens."""
-        if self._hidden is None:
-            raise RuntimeError("run the transformer after attach() before asking for the grounding logits")
-        return self.head(self._hidden[:, -context_tokens:].float()).squeeze(-1)  # [B, Lc]
+        return self.context_outputs(context_tokens).squeeze(-1)
 
     def loss(self, changed: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
         """Mean BCE between the last forward's context logits and `changed` [B, Lc] (bool: the edit changes that

@@ -39,9 +39,14 @@ blocks that start as the identity (their output projection zeroed) and trains on
 
 Binding the shape word: ``--grounding-weight W`` adds W times an auxiliary loss (``toy.grounding``):
 a training-only linear head on the context tokens' last hidden states must say which tokens the
-edit changes. The head is dropped afterwards; the saved transformer is unchanged in form.
+edit changes. ``--perception-weight W`` adds W times a second one (``toy.perception``): a linear head
+on the context tokens after block ``--perception-block`` must say how much of each token is
+background, circle, square or triangle, the distinction a probe finds missing in the trained
+teacher. Both heads are dropped afterwards; the saved transformer is unchanged in form.
 ``--kind-weights circle+square=3`` draws the pairs whose scene holds exactly those kinds three
 times as often: the look-alikes that ``miniature_report``'s ``binding`` part shows it confuses.
+``--scene-style wide`` trains on ``toy_world.WIDE_STYLE`` scenes (an augmentation towards scenes the
+default generator never draws; evaluations stay on the default world and the drawn renderer).
 
 On a GPU the model is far too small to keep the card busy, so use large batches and many
 pairs (``--batch 256 --train-pairs 60000 --workers 4``; ``scripts/gpu_session.sh`` runs the
@@ -70,6 +75,7 @@ from . import miniature, toy_world
 from .edit_metric import TEXT_LENGTH, evaluate, format_table
 from .grounding import GroundingProbe
 from .guidance import TEACHER_FOLDER, cfg_velocity
+from .perception import KindProbe, kind_shares
 from ..lab.harness import avoid_failing_attention_backends, silence_libraries
 from ..lab.loading import EMBEDDED_MODEL_DIR, load_pipeline
 from ..packing import pack_latents
@@ -331,6 +337,7 @@ class EditData:
     empty_row: int | None = None  # row of the empty instruction "" (prompt dropout, the CFG negative)
     long_prompt_embeds: dict = dataclasses.field(default_factory=dict)  # {T: [P, T, D_t5]} other text lengths
     kind_group: tuple = ()  # [N] the kinds of shape in each pair's source scene (toy_world.scene_kinds)
+    kind_shares: torch.Tensor | None = None  # [N, L, 4] share of each source token that is background/each kind
 
     def states(self, length: int) -> torch.Tensor:
         """T5 states of every instruction at `length` tokens: [P, length, D_t5]."""
@@ -388,7 +395,9 @@ def prepare_data(pipe: FluxKontextPipeline, vae: AutoencoderKL, pairs: list, tex
                     families=families, changed=changed_tokens(sources, targets), empty_row=row[""],
                     shaped=torch.stack([shape_tokens(p, token_grid(size, size)) for p in pairs]).to(device),
                     long_prompt_embeds=long_states,
-                    kind_group=tuple(toy_world.scene_kinds(p.source_scene) for p in pairs))
+                    kind_group=tuple(toy_world.scene_kinds(p.source_scene) for p in pairs),
+                    kind_shares=torch.stack([kind_shares(p.source_scene, token_grid(size, size))
+                                             for p in pairs]).to(device))
 
 
 def kontext_loss(transformer: FluxTransformer2DModel, x0: torch.Tensor, context: torch.Tensor,
@@ -502,16 +511,21 @@ def train_transformer(transformer: FluxTransformer2DModel, data: EditData, *, de
                       guidance_range=(1.0, 4.0), logit_mean: float = 0.0, logit_std: float = 1.0,
                       steps: int | None = None, seconds: float | None = None, autocast_dtype=None,
                       recipe: BatchRecipe | None = None, grounding_weight: float = 0.0,
+                      perception_weight: float = 0.0, perception_block: int = 1,
                       log=print, show: bool = True) -> tuple[FluxTransformer2DModel, list[dict]]:
     """Train `transformer` in place; returns (its EMA copy, the logged history).
 
     grounding_weight > 0 adds that much of grounding.GroundingProbe's loss (which context tokens the edit
-    changes, for the samples that keep their instruction); the probe's head is trained with it and dropped."""
+    changes, for the samples that keep their instruction); perception_weight > 0 adds perception.KindProbe's
+    loss (what kind of shape is under each context token, after block `perception_block`). The heads are
+    trained with the transformer and dropped."""
     recipe = recipe or BatchRecipe(batch_size=batch_size)
     generator = torch.Generator(device).manual_seed(seed)
     ema = copy.deepcopy(transformer).requires_grad_(False)
     probe = GroundingProbe(transformer).to(device).attach() if grounding_weight else None
-    parameters = [*transformer.parameters(), *(probe.parameters() if probe else ())]
+    kinds = KindProbe(transformer, perception_block).to(device).attach() if perception_weight else None
+    parameters = [*transformer.parameters(), *(probe.parameters() if probe else ()),
+                  *(kinds.parameters() if kinds else ())]
     optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=0.0)
     img_ids = kontext_image_ids(data.grid, data.grid).to(device)  # [Lt + Lc, 3], context first coordinate 1
     probabilities = pair_probabilities(data, recipe.family_weights, recipe.kind_weights)
@@ -536,11 +550,14 @@ def train_transformer(transformer: FluxTransformer2DModel, data: EditData, *, de
             if probe:
                 loss = loss + grounding_weight * probe.loss(data.changed[batch.index],
                                                             keep=batch.prompt_rows != data.empty_row)
+            if kinds:
+                loss = loss + perception_weight * kinds.loss(data.kind_shares[batch.index])
         optimizer_update(transformer, ema, optimizer, loss, ema_decay_at(clock.step, ema_decay))
         recent = log_progress(clock, loss.item(), recent, history, optimizer, log, "transformer")
     clock.close()
-    if probe:
-        probe.detach()
+    for head in (probe, kinds):
+        if head:
+            head.detach()
     transformer.eval()
     return ema.eval(), history
 
@@ -670,6 +687,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     net.add_argument("--ema-decay", type=float, default=0.999, help="EMA of the weights (what is saved)")
     net.add_argument("--train-pairs", type=int, default=4000, help="training pairs, encoded once")
     net.add_argument("--workers", type=int, default=1, help="processes that render the training pairs")
+    net.add_argument("--scene-style", choices=list(toy_world.STYLES), default="toy",
+                     help="how the training scenes are drawn: toy (the world every evaluation uses) or wide (more "
+                          "sizes, closer shapes, shapes cut by the border, two shapes of one colour, shades)")
     net.add_argument("--text-length", type=int, default=TEXT_LENGTH, help="T5 tokens (max_sequence_length)")
     net.add_argument("--guidance-range", type=float, nargs=2, default=(1.0, 4.0),
                      help="guidance values drawn uniformly during training")
@@ -688,6 +708,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                           "(the look-alikes); groups: " + ", ".join(toy_world.KIND_GROUPS))
     net.add_argument("--grounding-weight", type=float, default=0.0,
                      help="weight of the auxiliary grounding loss (toy.grounding: which context tokens change)")
+    net.add_argument("--perception-weight", type=float, default=0.0,
+                     help="weight of the auxiliary perception loss (toy.perception: which kind of shape is under "
+                          "each context token)")
+    net.add_argument("--perception-block", type=int, default=1,
+                     help="block whose output the perception head reads (double-stream blocks first, then "
+                          "single-stream; 1: the second double block)")
     net.add_argument("--long-text-lengths", default="", help="other T5 lengths to train at, e.g. 128,512")
     net.add_argument("--long-share", type=float, default=0.0, help="share of steps at one of those lengths")
     net.add_argument("--long-batch", type=int, default=8, help="pairs per long-text step")
@@ -782,7 +808,8 @@ def run(args) -> dict:
     vae, vae_record = build_vae(args, device, log)
 
     phase = time.perf_counter()
-    pairs = toy_world.make_pairs("train", args.train_pairs, toy_world.BASE_FAMILIES, args.size, workers=args.workers)
+    pairs = toy_world.make_pairs("train", args.train_pairs, toy_world.BASE_FAMILIES, args.size, workers=args.workers,
+                                 style=toy_world.STYLES[args.scene_style])
     long_lengths = _ints(args.long_text_lengths) if args.long_text_lengths else ()
     data = prepare_data(base, vae, pairs, args.text_length, device, long_lengths=long_lengths)
     log(f"{len(pairs)} training pairs encoded in {time.perf_counter() - phase:.0f}s: "
@@ -827,7 +854,8 @@ def run(args) -> dict:
             transformer, data, device=device, seed=args.seed, batch_size=args.batch, lr=args.lr, warmup=args.warmup,
             ema_decay=args.ema_decay, guidance_range=tuple(args.guidance_range), logit_mean=args.logit_mean,
             logit_std=args.logit_std, steps=args.steps, seconds=_budget(args.minutes), autocast_dtype=autocast,
-            recipe=recipe, grounding_weight=args.grounding_weight, log=log, show=not args.quiet)
+            recipe=recipe, grounding_weight=args.grounding_weight, perception_weight=args.perception_weight,
+            perception_block=args.perception_block, log=log, show=not args.quiet)
     if args.distill_minutes or args.distill_steps:
         teacher = ema
         ema, distill_history = distill_guidance(

@@ -13,7 +13,10 @@ Writes ``evaluation.json`` into the model folder (notebook A1, notebook 08 and t
 * ``drawn``: the same on scenes of ``drawn_scenes``, a renderer of our own that the training never saw;
 * ``guidance``: edit accuracy, PSNR and shape saturation over guidance values, for the distilled
   student (one pass) and the CFG teacher (two passes, true CFG with an empty negative prompt);
-* ``distillation``: the student's velocity against the teacher's CFG velocity at a few guidance values.
+* ``distillation``: the student's velocity against the teacher's CFG velocity at a few guidance values;
+* ``probes``: ``shape_probe``'s answers to "where is the circle/square distinction lost?": the VAE's
+  latents around each shape, then linear probes on the context tokens after every transformer block
+  (student and teacher).
 """
 
 import argparse
@@ -25,7 +28,7 @@ import time
 import torch
 
 from ..lab.loading import load_pipeline, trained_text_length
-from . import drawn_scenes, edit_metric, guidance, toy_world
+from . import drawn_scenes, edit_metric, guidance, shape_probe, toy_world
 
 GUIDANCE_VALUES = (1.0, 1.5, 2.5, 4.0, 6.0)
 SAMPLING_GUIDANCE = 2.5  # what BFL and diffusers' Kontext docs use
@@ -110,6 +113,18 @@ def distillation(pipe, teacher, text_length: int) -> list[dict]:
     return rows
 
 
+def probes(pipe, teacher, scenes: int = 1500, pairs: int = 800, vae_steps: int = 1500) -> dict:
+    """The VAE's shape probe, then the per-block token probes of the student (at the sampling guidance) and of
+    the teacher (at its own guidance input)."""
+    result = {"vae": dataclasses.asdict(shape_probe.probe_vae(pipe.vae, scenes, scenes * 4 // 15, vae_steps)),
+              "student": dataclasses.asdict(shape_probe.probe_blocks(pipe, pairs, pairs * 3 // 8,
+                                                                     guidance=SAMPLING_GUIDANCE))}
+    if teacher is not None:
+        result["teacher"] = dataclasses.asdict(shape_probe.probe_blocks(teacher, pairs, pairs * 3 // 8,
+                                                                        guidance=guidance.TEACHER_GUIDANCE))
+    return result
+
+
 EVALUATION_FILE = "evaluation.json"
 
 
@@ -119,7 +134,7 @@ def load_evaluation(folder: str | pathlib.Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-PARTS = ("heldout", "heldout_512", "binding", "drawn", "guidance", "distillation")
+PARTS = ("heldout", "heldout_512", "binding", "drawn", "guidance", "distillation", "probes")
 
 
 def report(folder: pathlib.Path, per_family: int = 100, long_per_family: int = 50, curve_per_family: int = 32,
@@ -138,7 +153,8 @@ def report(folder: pathlib.Path, per_family: int = 100, long_per_family: int = 5
                 "binding": lambda: binding(pipe, per_group, text_length, steps),
                 "drawn": lambda: drawn(pipe, per_family, text_length, steps),
                 "guidance": lambda: guidance_curves(pipe, teacher, curve_per_family, text_length, steps),
-                "distillation": lambda: distillation(pipe, teacher, text_length)}
+                "distillation": lambda: distillation(pipe, teacher, text_length),
+                "probes": lambda: probes(pipe, teacher)}
     for name in parts:
         if name == "distillation" and teacher is None:
             continue

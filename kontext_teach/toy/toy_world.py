@@ -59,6 +59,11 @@ class Shape:
     y: float  # centre, pixels from the top edge
     radius: float  # circle radius; half side / 0.85 for squares; apex distance for triangles
     upside_down: bool = False  # triangles only: apex at the bottom
+    shade: tuple[int, int, int] | None = None  # the RGB drawn, when not exactly PALETTE[colour] (SceneStyle)
+
+    @property
+    def rgb(self) -> tuple[int, int, int]:
+        return self.shade or PALETTE[self.colour]
 
     @property
     def name(self) -> str:
@@ -151,7 +156,7 @@ def render_array(scene: Scene, supersample: int = SUPERSAMPLE) -> np.ndarray:
     image = np.broadcast_to(np.array(scene.background_rgb, np.float32), (scene.size, scene.size, 3)).copy()
     for shape in scene.shapes:
         alpha = coverage(shape, scene.size, supersample)[..., None]  # [size, size, 1]
-        image = (1 - alpha) * image + alpha * np.array(PALETTE[shape.colour], np.float32)
+        image = (1 - alpha) * image + alpha * np.array(shape.rgb, np.float32)
     return image
 
 
@@ -168,27 +173,61 @@ def check_size(size: int) -> None:
                          f"least 32 px so that the shapes fit; got {size!r}")
 
 
-def random_scene(rng: np.random.Generator, size: int = IMAGE_SIZE, radius_range=RADIUS_RANGE) -> Scene:
+@dataclass(frozen=True)
+class SceneStyle:
+    """How scenes are sampled. The default is the world every evaluation and picture uses; a wider style
+    (WIDE_STYLE) is a training augmentation: more sizes, closer shapes, shapes cut by the border, two
+    shapes of one colour, shades around the palette colours."""
+
+    radius_range: tuple[float, float] = RADIUS_RANGE  # fractions of the side
+    gap: float = GAP  # minimum free space between two shapes' bounding discs, fraction of the side
+    inside: float = 1.0  # share of each bounding disc's radius that must lie inside the picture
+    same_colour_share: float = 0.0  # share of scenes whose first two shapes have the same colour
+    shade_jitter: int = 0  # each shape drawn up to this far (per RGB channel) from its palette colour
+
+    def __post_init__(self):
+        check_radius_range(self.radius_range)
+        if not (0 <= self.gap <= 0.2 and 0.5 <= self.inside <= 1 and 0 <= self.same_colour_share <= 1
+                and 0 <= self.shade_jitter <= 30):
+            raise ValueError(f"a scene style needs 0 <= gap <= 0.2, 0.5 <= inside <= 1, 0 <= same_colour_share "
+                             f"<= 1 and 0 <= shade_jitter <= 30 (the metric reads the nearest palette colour); "
+                             f"got {self}")
+
+
+def random_scene(rng: np.random.Generator, size: int = IMAGE_SIZE, radius_range=RADIUS_RANGE,
+                 style: SceneStyle | None = None) -> Scene:
     """Two or three shapes of different kinds and different colours, not touching each other
-    (radii drawn from `radius_range`, fractions of the side)."""
+    (radii drawn from `radius_range`, fractions of the side). A `style` replaces these rules (and the
+    radius range) with its own; the default style draws exactly the scenes of the default rules."""
     check_size(size)
+    style = style or SceneStyle(radius_range=tuple(radius_range))
     count = int(rng.integers(2, 4))
     kinds = rng.permutation(KINDS)[:count]
     colours = rng.permutation(list(PALETTE))[:count]
+    if style.same_colour_share and rng.random() < style.same_colour_share:
+        colours[1] = colours[0]
     for _ in range(MAX_ATTEMPTS):
         shapes = []
         for kind, colour in zip(kinds, colours):
-            radius = float(rng.uniform(*radius_range)) * size
-            margin = BOUND * radius + 1
+            radius = float(rng.uniform(*style.radius_range)) * size
+            margin = style.inside * BOUND * radius + 1
             x, y = rng.uniform(margin, size - margin, 2)
             shapes.append(Shape(str(kind), str(colour), float(x), float(y), radius))
-        if not any(_too_close(a, b, size) for i, a in enumerate(shapes) for b in shapes[i + 1:]):
-            return Scene(size, tuple(shapes))
+        if not any(_too_close(a, b, size, style.gap) for i, a in enumerate(shapes) for b in shapes[i + 1:]):
+            return Scene(size, tuple(_shaded(shape, rng, style.shade_jitter) for shape in shapes))
     raise RuntimeError("could not place the shapes without overlap; this should not happen")
 
 
-def _too_close(a: Shape, b: Shape, size: int) -> bool:
-    return np.hypot(a.x - b.x, a.y - b.y) < BOUND * (a.radius + b.radius) + GAP * size
+def _shaded(shape: Shape, rng: np.random.Generator, jitter: int) -> Shape:
+    """The shape drawn in a random shade within `jitter` of its palette colour (unchanged when jitter is 0)."""
+    if not jitter:
+        return shape
+    shade = np.clip(np.array(PALETTE[shape.colour]) + rng.integers(-jitter, jitter + 1, 3), 0, 255)
+    return dataclasses.replace(shape, shade=tuple(int(c) for c in shade))
+
+
+def _too_close(a: Shape, b: Shape, size: int, gap: float = GAP) -> bool:
+    return np.hypot(a.x - b.x, a.y - b.y) < BOUND * (a.radius + b.radius) + gap * size
 
 
 def describe(scene: Scene) -> str:
@@ -227,14 +266,20 @@ def recolour_one(scene: Scene, rng: np.random.Generator):
     shape = scene.shapes[index]
     colour = str(rng.choice([c for c in PALETTE if c != shape.colour]))
     shapes = list(scene.shapes)
-    shapes[index] = dataclasses.replace(shape, colour=colour)
+    shapes[index] = dataclasses.replace(shape, colour=colour, shade=None)
     return Scene(scene.size, tuple(shapes)), {"shape": shape.kind, "colour": colour}
 
 
 def recolour_all(scene: Scene, rng: np.random.Generator):
-    colour = str(rng.choice(list(PALETTE)))  # shapes have distinct colours: at least one changes
-    shapes = tuple(dataclasses.replace(shape, colour=colour) for shape in scene.shapes)
+    colour = str(rng.choice(_new_for_some(scene)))  # at least one shape changes
+    shapes = tuple(dataclasses.replace(shape, colour=colour, shade=None) for shape in scene.shapes)
     return Scene(scene.size, shapes), {"colour": colour}
+
+
+def _new_for_some(scene: Scene) -> list[str]:
+    """Palette colours that at least one shape does not have yet (all of them when two shapes differ)."""
+    used = {shape.colour for shape in scene.shapes}
+    return [c for c in PALETTE if c not in used] if len(used) == 1 else list(PALETTE)
 
 
 def remove(scene: Scene, rng: np.random.Generator):
@@ -283,10 +328,11 @@ def keep_only(scene: Scene, rng: np.random.Generator):
 
 def swap_colours(scene: Scene, rng: np.random.Generator):
     """Two shapes exchange their colours (scenes of three shapes are rejected: which two?)."""
-    if len(scene.shapes) != 2:
+    if len(scene.shapes) != 2 or scene.shapes[0].colour == scene.shapes[1].colour:
         return None
     first, second = scene.shapes
-    shapes = (dataclasses.replace(first, colour=second.colour), dataclasses.replace(second, colour=first.colour))
+    shapes = (dataclasses.replace(first, colour=second.colour, shade=second.shade),
+              dataclasses.replace(second, colour=first.colour, shade=first.shade))
     return Scene(scene.size, shapes, scene.background), {}
 
 
@@ -296,7 +342,9 @@ NEW_COLOUR_WORD = ("gold", "yellow")  # a colour word the base model never saw, 
 def everything_gold(scene: Scene, rng: np.random.Generator):
     """Recolour every shape, named by a word the base model never saw: gold, drawn as the palette's yellow."""
     word, colour = NEW_COLOUR_WORD
-    shapes = tuple(dataclasses.replace(shape, colour=colour) for shape in scene.shapes)  # distinct colours: one changes
+    if all(shape.colour == colour for shape in scene.shapes):
+        return None
+    shapes = tuple(dataclasses.replace(shape, colour=colour, shade=None) for shape in scene.shapes)
     return Scene(scene.size, shapes, scene.background), {"colour": word}
 
 
@@ -383,18 +431,28 @@ def check_radius_range(radius_range) -> None:
                          f"shapes do not fit two or three to a picture); got {radius_range!r}")
 
 
-def make_pair(seed: int, family: str, size: int = IMAGE_SIZE, radius_range=RADIUS_RANGE) -> EditPair:
+# Scene styles: "toy" is the world of every evaluation and picture; "wide" a training augmentation.
+DEFAULT_STYLE = SceneStyle()
+WIDE_STYLE = SceneStyle(radius_range=(0.07, 0.2), gap=0.015, inside=0.7, same_colour_share=0.3, shade_jitter=12)
+STYLES = {"toy": DEFAULT_STYLE, "wide": WIDE_STYLE}
+
+
+def make_pair(seed: int, family: str, size: int = IMAGE_SIZE, radius_range=RADIUS_RANGE,
+              style: SceneStyle | None = None) -> EditPair:
     """The pair of one seed and one family. The scene depends on the seed only (the same scene for
     every family) unless the family rejects it; the edit and its phrasing depend on both.
-    `radius_range` widens or narrows the shapes' sizes (the base model trained on RADIUS_RANGE)."""
+    `radius_range` widens or narrows the shapes' sizes (the base model trained on RADIUS_RANGE); a
+    `style` (e.g. WIDE_STYLE) replaces all the scene rules, its radius range included."""
     check_seed(seed)
     check_radius_range(radius_range)
+    if style is not None and tuple(radius_range) != RADIUS_RANGE:
+        raise ValueError("give the radius range inside the style (SceneStyle(radius_range=...)), not both")
     check_family(family)
     check_size(size)
     edit, templates = FAMILIES[family]
     family_rng = np.random.default_rng([seed, list(FAMILIES).index(family)])
     for attempt in range(MAX_ATTEMPTS):
-        source_scene = random_scene(np.random.default_rng([seed, attempt, size]), size, radius_range)
+        source_scene = random_scene(np.random.default_rng([seed, attempt, size]), size, radius_range, style)
         result = edit(source_scene, family_rng)
         if result is not None:
             break
@@ -407,8 +465,10 @@ def make_pair(seed: int, family: str, size: int = IMAGE_SIZE, radius_range=RADIU
 
 
 def make_pairs(split: str, count: int, families=BASE_FAMILIES, size: int = IMAGE_SIZE,
-               start: int = 0, workers: int = 1, radius_range=RADIUS_RANGE) -> list[EditPair]:
+               start: int = 0, workers: int = 1, radius_range=RADIUS_RANGE,
+               style: SceneStyle | None = None) -> list[EditPair]:
     """count pairs from a split, families taking turns: pair i uses seed split.start + start + i.
+    `style` draws the scenes by other rules (make_pair).
 
     workers > 1 renders in that many processes; the pairs are the same as with one.
     """
@@ -427,7 +487,7 @@ def make_pairs(split: str, count: int, families=BASE_FAMILIES, size: int = IMAGE
     if start < 0 or start + count > len(seeds):
         raise ValueError(f"start {start} + count {count} leaves the {split} split ({len(seeds)} seeds)")
     jobs = ([seeds.start + start + i for i in range(count)], [families[i % len(families)] for i in range(count)],
-            [size] * count, [tuple(radius_range)] * count)
+            [size] * count, [tuple(radius_range)] * count, [style] * count)
     if workers == 1 or count < 2 * workers:
         return list(map(make_pair, *jobs))
     # spawn, not fork: the caller may already hold CUDA or torch threads, which fork does not copy safely

@@ -13,7 +13,7 @@
 #   distilled from a CFG teacher (the exact commands are recorded)
 # - how well it edits, on held-out scenes and on scenes from a second, independent renderer
 # - the miniature and FLUX.1-Kontext-dev side by side, shape for shape
-# - what the miniature gets right and wrong, and which shapes it confuses
+# - what the miniature gets right and wrong, which shapes it confuses, and where it loses them
 #
 # ## Prerequisites
 # - notebook 00; notebooks 06, 08 and 09 help for the training part
@@ -355,13 +355,58 @@ print(f"the closest pair of words for T5: {closest[0]} and {closest[1]}")
 
 # %% [markdown]
 # If the hardest scenes above are not the ones whose shape words T5 finds closest, the words
-# are not what fails. A likely reason on the picture side, worth checking with
-# `kontext_teach.toy.shape_probe`: at 64 px a circle and a square of the same size differ only
-# near their corners, a few pixels that the 8× VAE folds into one or two latent pixels and
-# packing into a single token, while a triangle differs from both almost everywhere. Finding
-# the named shape among look-alikes is the open problem of this miniature; more pixels
-# (128 px), more training on such scenes, or a loss that asks directly which tokens an edit
-# changes (`mini-training --grounding-weight`) are the levers.
+# are not what fails. The pictures come next, in two places. The VAE could lose the difference:
+# at 64 px a circle and a square of the same size differ near their corners, a few pixels, and
+# the 8× VAE folds each 8×8 patch into one latent pixel. Or the transformer could fail to learn
+# it. `kontext_teach.toy.shape_probe` asks both, and `miniature_report` stored the answers
+# (`probes` in `evaluation.json`):
+#
+# - a small classifier on a window of latents around each shape: does the VAE keep the kind?
+# - a *linear* classifier on each context token's hidden state, after every block: can the
+#   tokens a circle or a square covers be told apart? A linear read-out is what the joint
+#   attention can use, since the shape word meets the tokens through dot products. Chance is
+#   0.5.
+
+# %%
+if "probes" in report:
+    probes = report["probes"]
+    vae_probe = probes["vae"]
+    print(f"VAE: shape kind from the latents around each shape {vae_probe['latents']:.2f}, from the pixels "
+          f"{vae_probe['pixels']:.2f} (chance 0.33, {vae_probe['shapes']} held-out shapes)")
+    models = [name for name in ("student", "teacher") if name in probes]
+    stages = probes["student"]["stages"]
+    print(f"circle or square, per token ({probes['student']['tokens']} held-out tokens; chance 0.50):")
+    print(f"{'stage':<10}" + "".join(f"{name:>10}" for name in models))
+    for i, stage in enumerate(stages):
+        print(f"{stage:<10}" + "".join(f"{probes[name]['look_alikes'][i]:>10.2f}" for name in models))
+    best = max(max(probes[name]["look_alikes"][1:]) for name in models)
+    gained = best - probes["student"]["look_alikes"][0]
+    where = "in the transformer, not in the VAE" if vae_probe["latents"] >= 0.9 and best < 0.8 else "elsewhere"
+    print(f"best after any block: {best:.2f}, {gained:+.2f} over the packed latents it starts from; "
+          f"the look-alikes are lost {where}")
+    fig, ax = plt.subplots(figsize=(6, 2.6))
+    for name in models:
+        ax.plot(stages, probes[name]["look_alikes"], marker="o", label=name)
+    ax.axhline(0.5, color="grey", linestyle=":", label="chance")
+    ax.set_ylim(0.4, 1.0)
+    ax.set_ylabel("circle or square,\nlinear probe")
+    ax.tick_params(axis="x", labelsize=7)
+    ax.legend(fontsize=7)
+    ax.set_title(f"shape kind from the VAE latents: {vae_probe['latents']:.2f}; best token probe: {best:.2f}", fontsize=9)
+    fig.tight_layout()
+    plt.show()
+
+# %% [markdown]
+# So the VAE is not the culprit: the latents around a shape say which kind it is almost
+# always. A single packed token does not (the first row), since a shape spreads over several
+# tokens and one token may hold only an arc or an edge; joining the neighbours is the
+# transformer's job, through attention. The miniature's blocks barely do it: the velocity
+# loss pays for it only when an instruction names one of two look-alikes, a small share of
+# its training. Levers that pay for it directly, in `mini-training`: `--perception-weight`
+# (`toy.perception`: a training-only linear head must say which kind covers each context
+# token, after one block, on every sample) and `--grounding-weight` (`toy.grounding`: which
+# tokens the edit changes); more pixels per shape (`--size 128`) make the corners bigger.
+# Finding the named shape among look-alikes is the open problem of this miniature.
 
 # %% [markdown]
 # ## Summary
@@ -372,8 +417,9 @@ print(f"the closest pair of words for T5: {closest[0]} and {closest[1]}")
 #   then a CFG teacher and a guidance-distilled student; the record in the package says
 #   exactly how, on which machine and for how long.
 # - A second renderer checks that the edits, not the generator's quirks, were learned.
-# - Grouping the failures by what shares the scene finds the weak spot (look-alike shapes),
-#   and a check of the text encoder's states tells the words apart from the pictures.
+# - Grouping the failures by what shares the scene finds the weak spot (look-alike shapes);
+#   a check of the text encoder's states rules out the words, and probes of the VAE's latents
+#   and of each block's tokens show where the difference is lost: in the transformer.
 # - Copying the input scores zero; the VAE ceiling bounds what the transformer can reach.
 #
 # ## Exercises
@@ -384,7 +430,9 @@ print(f"the closest pair of words for T5: {closest[0]} and {closest[1]}")
 #
 # ## References
 # - `kontext_teach/toy/`: `toy_world.py`, `edit_metric.py`, `drawn_scenes.py`, `mini_training.py`,
-#   `guidance.py`, `miniature_report.py` (this package).
+#   `guidance.py`, `miniature_report.py`, `shape_probe.py`, `perception.py` (this package).
+# - Alain & Bengio, *Understanding intermediate layers using linear classifier probes*,
+#   ICLR workshop 2017 (linear probes).
 # - Meng et al., *On Distillation of Guided Diffusion Models*, CVPR 2023 (guidance distillation);
 #   Ho & Salimans, *Classifier-Free Diffusion Guidance*, 2022 (prompt dropout, CFG).
 # - Black Forest Labs, *FLUX.1 Kontext*, arXiv:2506.15742 (2025): KontextBench and the
