@@ -42,7 +42,7 @@ def kind_shares(scene: toy_world.Scene, grid: tuple[int, int]) -> torch.Tensor:
 class KindProbe(ContextHead):
     """A per-token linear head on the context tokens' image-stream output of one block."""
 
-    def __init__(self, transformer: FluxTransformer2DModel, block: int = -1):
+    def __init__(self, transformer: FluxTransformer2DModel, block: int = 1):
         blocks = list(transformer.transformer_blocks) + list(transformer.single_transformer_blocks)
         if not -len(blocks) <= block < len(blocks):
             raise ValueError(f"block {block} does not exist: the transformer has {len(blocks)} blocks "

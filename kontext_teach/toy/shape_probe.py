@@ -13,10 +13,10 @@ Chance is 1/3. A VAE whose latents score near chance caps the miniature's recolo
 accuracy near "pick a shape at random", whatever the transformer learns.
 
 A VAE that keeps the kinds apart does not mean the transformer does. ``probe_blocks`` asks the
-transformer's own tokens: a *linear* probe on each context token's hidden state after every block
-(and on the packed latents it starts from) says whether that token is background, circle, square or
-triangle. A linear read-out is what the joint attention can use: the instruction's shape word meets
-the tokens through dot products. The score that matters is on the tokens a circle or a square covers.
+transformer's own tokens: *linear* probes on the hidden state of each context token that a shape
+covers most, after every block (and on the packed latents it starts from), say which kind of shape
+it is, and, on the tokens of circles and squares, which of the two. A linear read-out is what the
+joint attention can use: the instruction's shape word meets the tokens through dot products.
 
     python -m kontext_teach.toy.shape_probe kontext_teach/toy/embedded_model/vae
     python -m kontext_teach.toy.shape_probe kontext_teach/toy/embedded_model/vae --transformer \
@@ -237,19 +237,18 @@ def probe_blocks(pipe, train_pairs: int = 800, heldout_pairs: int = 300, sigma: 
         labels = token_labels([pair.source_scene for pair in pairs], data.grid).reshape(-1)  # [N * Lc]
         inputs[split] = ({stage: value.reshape(len(labels), -1) for stage, value in states.items()}, labels)
     (train, train_y), (test, test_y) = inputs["train"], inputs["heldout"]
-    look_alike = [CLASSES.index(kind) for kind in LOOK_ALIKES]
+    look_alike = torch.tensor([CLASSES.index(kind) for kind in LOOK_ALIKES])
+    shaped, shaped_test = train_y > 0, test_y > 0
+    similar, similar_test = torch.isin(train_y, look_alike), torch.isin(test_y, look_alike)
+    is_second = lambda labels: (labels == look_alike[1]).long()  # circle 0, square 1
     kinds, looks = [], []
     for stage in train:
-        shaped, shaped_test = train_y > 0, test_y > 0
         kinds.append(linear_probe_accuracy(train[stage][shaped], train_y[shaped] - 1, test[stage][shaped_test],
                                            test_y[shaped_test] - 1, steps=steps))
-        pair, pair_test = torch.isin(train_y, torch.tensor(look_alike)), torch.isin(test_y, torch.tensor(look_alike))
-        looks.append(linear_probe_accuracy(train[stage][pair], (train_y[pair] == look_alike[1]).long(),
-                                           test[stage][pair_test], (test_y[pair_test] == look_alike[1]).long(),
-                                           steps=steps))
+        looks.append(linear_probe_accuracy(train[stage][similar], is_second(train_y[similar]),
+                                           test[stage][similar_test], is_second(test_y[similar_test]), steps=steps))
     return BlockProbe(tuple(train), tuple(round(k, 3) for k in kinds), tuple(round(k, 3) for k in looks),
-                      int(torch.isin(test_y, torch.tensor(look_alike)).sum()))
-
+                      int(similar_test.sum()))
 
 def main(argv=None) -> ShapeProbe:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
